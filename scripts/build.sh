@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Configures and builds qlayer into ${QLAYER_BUILD_DIR:-build}.
+#   QLAYER_CUDA=auto|on|off (default off here: CI has no GPU; tests/gpu/run.sh sets on)
+#   QLAYER_SANITIZE=address,undefined | thread
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${QLAYER_BUILD_DIR:-build}
+cmake -S . -B "$build_dir" -G Ninja \
+  -DCMAKE_BUILD_TYPE="${QLAYER_BUILD_TYPE:-RelWithDebInfo}" \
+  -DQLAYER_CUDA="${QLAYER_CUDA:-off}" \
+  -DQLAYER_SANITIZE="${QLAYER_SANITIZE:-}" >/dev/null
+cmake --build "$build_dir" -- -j"${QLAYER_JOBS:-$(nproc)}"

@@ -158,11 +158,16 @@ absl::StatusOr<Tensor> DecodeZeroPoints(const TensorSource& source, const LayerC
   const int32_t offset = 1 << (bits - 1);
   // Packed zero points exist only in pack-quantized group/channel files.
   const bool may_pack = IsPacked(ctx) && !tensor;
-  const DTypes dtypes = may_pack ? DTypes{DType::kI32, DType::kI8} : DTypes{DType::kI8};
   const int rank = tensor ? 1 : 2;
-  QLAYER_ASSIGN_OR_RETURN(const ConstTensorView* zp,
-                          s.sym ? FindTensor(source, ctx, "weight_zero_point", dtypes, rank)
-                                : RequireTensor(source, ctx, "weight_zero_point", dtypes, rank));
+  // (Two literal lists: an initializer_list chosen by ?: would dangle.)
+  absl::StatusOr<const ConstTensorView*> found =
+      may_pack ? FindTensor(source, ctx, "weight_zero_point", {DType::kI32, DType::kI8}, rank)
+               : FindTensor(source, ctx, "weight_zero_point", {DType::kI8}, rank);
+  QLAYER_ASSIGN_OR_RETURN(const ConstTensorView* zp, std::move(found));
+  if (zp == nullptr && !s.sym) {
+    return ctx.Invalid("tensor '", ctx.Name("weight_zero_point"),
+                       "' is missing (symmetric=false needs zero points)");
+  }
   if (zp == nullptr) return Tensor();
 
   Tensor zeros = Tensor::Zeros(DType::kI32, {groups, N});

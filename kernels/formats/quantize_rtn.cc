@@ -1,7 +1,7 @@
 // Round-to-nearest min-max quantizer (GPTQ's Quantizer without the Hessian
 // update): the source of every weight that qlayer-quantize and the tests
-// write. Scales are rounded to their storage dtype before q is computed, so
-// the stored (q - z) * s is exactly what the quantizer meant.
+// write. Scales are rounded (up) to their storage dtype before q is
+// computed, so the stored (q - z) * s is exactly what the quantizer meant.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -25,6 +25,22 @@ struct GroupParams {
   int32_t zero = 0;
 };
 
+// The smallest value of dtype (f16, bf16, f32) that is >= s > 0. Rounding
+// the scale up keeps the group's range within 2^bits - 1 steps, so no value
+// lands more than half a step from its dequantized value, even at the
+// clamped ends.
+double RoundUpTo(double s, DType dtype) {
+  if (dtype == DType::kF32) {
+    float f = static_cast<float>(s);
+    if (f < s) f = std::nextafter(f, INFINITY);
+    return f;
+  }
+  uint16_t bits = 0;
+  StoreFromDouble(&bits, dtype, 0, s);
+  if (LoadAsDouble(&bits, dtype, 0) < s) ++bits;  // positive: next pattern is next value
+  return LoadAsDouble(&bits, dtype, 0);
+}
+
 // Scale and zero for values spanning [lo, hi], as GPTQ's Quantizer does:
 // symmetric uses max |x| around the fixed zero 2^(bits-1); asymmetric widens
 // the range to include 0 so that 0 is exactly representable.
@@ -47,9 +63,7 @@ absl::StatusOr<GroupParams> ParamsFor(double lo, double hi, WeightType wtype, DT
     s = (hi - lo) / maxq;
   }
   s = std::max(s, kMinScale);
-  uint32_t storage[2] = {0, 0};
-  StoreFromDouble(storage, scale_dtype, 0, s);
-  p.scale = LoadAsDouble(storage, scale_dtype, 0);
+  p.scale = RoundUpTo(s, scale_dtype);
   if (!std::isfinite(p.scale) || p.scale <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("scale ", s, " is not representable in ", DTypeName(scale_dtype)));

@@ -80,8 +80,9 @@ absl::Status EncodeLinear(const QuantizedLinear& w, absl::string_view prefix,
 // does. scale_dtype: f16, bf16 or f32.
 // Ranges follow GPTQ's Quantizer: symmetric s = 2·max|w| / (2^bits − 1) with
 // the fixed zero; asymmetric widens [min, max] to include 0, s = (max − min) /
-// (2^bits − 1), z = round(−min / s). Each scale is rounded to scale_dtype
-// before q = clamp(round(w / s) + z) is computed. The result carries a g_idx
+// (2^bits − 1), z = round(−min / s). Each scale is rounded up to scale_dtype
+// before q = clamp(round(w / s) + z) is computed, so every |w − dequant| is
+// at most half a step. The result carries a g_idx
 // only when it is not the trivial k / G (so act_order with one group has none),
 // the same rule DecodeLinear applies.
 struct QuantizeOptions {

@@ -1,0 +1,246 @@
+// cuda_mma_w4a16 / cuda_mma_w8a16: the decode path (mma_decode.cu) behind the
+// kernel contract. Prepare plans the permuted, padded K layout on the host
+// (a few vectors of K ints), uploads the canonical tensors and repacks them on
+// the GPU; Forward gathers activation columns when the layout needs it and
+// launches the decode kernel per 64-row slice of M.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cuda/cuda_linear.h"
+#include "cuda/device_ops.h"
+
+namespace qlayer::cuda {
+namespace {
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The permuted, padded K layout the decode kernel reads.
+struct MmaPlan {
+  int64_t Kp = 0;
+  int64_t geff = 0;  // rows per scale group after permutation; 0 = one group
+  int64_t ngroups = 1;
+  std::vector<int32_t> perm;  // [Kp] canonical row or -1; empty = identity, no gather
+};
+
+absl::StatusOr<MmaPlan> PlanMmaLayout(const QuantizedLinear& w) {
+  MmaPlan p;
+  const int64_t K = w.K, G = w.group_size;
+  p.ngroups = w.num_groups();
+  if (!w.g_idx.empty()) {
+    // Act-order: sort rows by group (stable, so a trivial g_idx is the
+    // identity) and give every group the same padded span, a multiple of 32,
+    // so that a k16 step never straddles two groups.
+    const int32_t* gi = w.g_idx.as<int32_t>();
+    std::vector<std::vector<int32_t>> rows(static_cast<size_t>(p.ngroups));
+    for (int64_t k = 0; k < K; ++k)
+      rows[static_cast<size_t>(gi[k])].push_back(static_cast<int32_t>(k));
+    size_t most = 0;
+    for (const auto& r : rows) most = std::max(most, r.size());
+    const int64_t span = RoundUp(static_cast<int64_t>(most), 32);
+    p.Kp = RoundUp(span * p.ngroups, 64);
+    if (p.Kp > 2 * K + 64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("act-order g_idx puts up to ", most, " of K=", K, " rows in one of ",
+                       p.ngroups, " groups (group size ", G, "); padding every group to ", span,
+                       " rows would read more than twice the weight"));
+    }
+    p.perm.assign(static_cast<size_t>(p.Kp), -1);
+    for (int64_t g = 0; g < p.ngroups; ++g) {
+      const auto& r = rows[static_cast<size_t>(g)];
+      std::copy(r.begin(), r.end(), p.perm.begin() + g * span);
+    }
+    p.geff = p.ngroups == 1 ? 0 : span;
+    return p;
+  }
+  if (G == K) {
+    p.geff = 0;
+  } else if (G % 32 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("group size ", G, " is not a multiple of 32 (K=", K, ")"));
+  } else {
+    p.geff = G;
+  }
+  p.Kp = RoundUp(K, 64);
+  if (p.Kp != K) {
+    p.perm.assign(static_cast<size_t>(p.Kp), -1);
+    for (int64_t k = 0; k < K; ++k) p.perm[static_cast<size_t>(k)] = static_cast<int32_t>(k);
+  }
+  return p;
+}
+
+int ScaleKindOf(DType t) {
+  return t == DType::kF32 ? kScaleF32 : (t == DType::kBF16 ? kScaleBf16 : kScaleF16);
+}
+
+class CudaMmaLinear final : public CudaLinearKernel {
+ public:
+  CudaMmaLinear(int bits, std::string name) : bits_(bits), name_(std::move(name)) {}
+
+  absl::string_view name() const override { return name_; }
+
+  absl::Status Prepare(const QuantizedLinear& w, const Device& device) override {
+    if (WeightBits(w.wtype) != bits_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, " takes ", bits_, "-bit weights, not ", WeightTypeName(w.wtype)));
+    }
+    QLAYER_RETURN_IF_ERROR(w.Validate());
+    QLAYER_RETURN_IF_ERROR(CheckCudaDevice(device));
+    QLAYER_ASSIGN_OR_RETURN(MmaPlan plan, PlanMmaLayout(w));
+    device_ = device.index;
+    K_ = w.K;
+    N_ = w.N;
+    QLAYER_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+
+    MmaLayoutArgs& l = layout_;
+    l.K = static_cast<int>(w.K);
+    l.N = static_cast<int>(w.N);
+    l.Kp = static_cast<int>(plan.Kp);
+    l.NT = static_cast<int>((w.N + 15) / 16);
+    l.C = l.Kp / 64;
+    l.bits = bits_;
+    l.geff = static_cast<int>(plan.geff);
+    l.ngroups = static_cast<int>(plan.ngroups);
+    l.scale_kind = ScaleKindOf(w.scales.dtype());
+    l.zeros = HasZeroPoints(w.wtype);
+    l.rec_bytes = 16 * (l.scale_kind == kScaleF32 ? 4 : 2) + (l.zeros ? 32 : 0);
+
+    // Canonical tensors go up once, are repacked on the GPU, then freed.
+    DeviceBuffer qweight, scales, zeros;
+    QLAYER_RETURN_IF_ERROR(qweight.Upload(w.qweight.data(), w.qweight.nbytes()));
+    QLAYER_RETURN_IF_ERROR(scales.Upload(w.scales.data(), w.scales.nbytes()));
+    if (l.zeros) QLAYER_RETURN_IF_ERROR(zeros.Upload(w.zeros.data(), w.zeros.nbytes()));
+    if (!plan.perm.empty()) {
+      QLAYER_RETURN_IF_ERROR(perm_.Upload(plan.perm.data(), plan.perm.size() * sizeof(int32_t)));
+    }
+    QLAYER_RETURN_IF_ERROR(
+        packed_.Grow(static_cast<size_t>(l.NT) * l.C * 512 * static_cast<size_t>(bits_ / 4)));
+    QLAYER_RETURN_IF_ERROR(
+        records_.Grow(static_cast<size_t>(l.ngroups) * l.NT * static_cast<size_t>(l.rec_bytes)));
+    QLAYER_CUDA_RETURN_IF_ERROR(
+        LaunchRepackMmaWeights(l, qweight.as<int32_t>(), perm_.as<int32_t>(), packed_.get(), 0),
+        "repacking the weight");
+    QLAYER_CUDA_RETURN_IF_ERROR(
+        LaunchBuildMmaRecords(l, scales.get(), zeros.as<int32_t>(), records_.get(), 0),
+        "building scale records");
+    if (!w.bias.empty()) {
+      std::vector<float> b(static_cast<size_t>(w.N));
+      for (int64_t n = 0; n < w.N; ++n) {
+        b[static_cast<size_t>(n)] =
+            static_cast<float>(LoadAsDouble(w.bias.data(), w.bias.dtype(), n));
+      }
+      QLAYER_RETURN_IF_ERROR(bias_.Upload(b.data(), b.size() * sizeof(float)));
+    }
+    QLAYER_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), absl::StrCat(name_, " Prepare"));
+    return absl::OkStatus();
+  }
+
+  absl::Status ForwardDevice(const void* x, void* y, int64_t M, DType dtype, Worker& worker,
+                             cudaStream_t stream) const override {
+    if (dtype != DType::kF16 && dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dtype ", DTypeName(dtype), " is not supported; supported: f16, bf16"));
+    }
+    const MmaLayoutArgs& l = layout_;
+    const void* xin = x;
+    int ldx = l.K;
+    if (perm_.get() != nullptr) {
+      QLAYER_RETURN_IF_ERROR(worker.gathered.Grow(static_cast<size_t>(M) * l.Kp * 2));
+      for (int64_t m0 = 0; m0 < M; m0 += 65535) {
+        const int rows = static_cast<int>(std::min<int64_t>(65535, M - m0));
+        QLAYER_CUDA_RETURN_IF_ERROR(
+            LaunchGatherColumns(static_cast<const uint16_t*>(x) + m0 * l.K, l.K,
+                                perm_.as<int32_t>(), l.Kp, rows,
+                                worker.gathered.as<uint16_t>() + m0 * l.Kp, stream),
+            "gathering activation columns");
+      }
+      xin = worker.gathered.get();
+      ldx = l.Kp;
+    }
+    const int ws_ld = l.NT * 16;
+    QLAYER_RETURN_IF_ERROR(worker.EnsureSplitK(
+        static_cast<size_t>(64) * ws_ld, static_cast<size_t>(MmaDecodeMaxNBlocks(l.NT)), stream));
+    MmaDecodeArgs a;
+    a.w = packed_.get();
+    a.rec = records_.get();
+    a.ws = worker.split_ws();
+    a.counters = worker.split_counters();
+    a.bias = bias_.as<float>();
+    a.ldx = ldx;
+    a.ldy = l.N;
+    a.ws_ld = ws_ld;
+    a.layout = l;
+    a.bf16 = dtype == DType::kBF16;
+    for (int64_t m0 = 0; m0 < M; m0 += 64) {
+      a.M = static_cast<int>(std::min<int64_t>(64, M - m0));
+      a.x = static_cast<const uint16_t*>(xin) + m0 * ldx;
+      a.y = static_cast<uint16_t*>(y) + m0 * l.N;
+      QLAYER_CUDA_RETURN_IF_ERROR(LaunchMmaDecode(a, stream),
+                                  absl::StrCat("decode kernel, rows ", m0, "..", m0 + a.M));
+    }
+    return absl::OkStatus();
+  }
+
+  int64_t prepared_bytes() const override {
+    return static_cast<int64_t>(packed_.bytes() + records_.bytes() + perm_.bytes() + bias_.bytes());
+  }
+
+ private:
+  int bits_;
+  std::string name_;
+  MmaLayoutArgs layout_;
+  DeviceBuffer packed_, records_, perm_, bias_;
+};
+
+absl::Status CanImplementMma(int bits, absl::string_view name, const LinearSpec& spec,
+                             const Device& device) {
+  QLAYER_RETURN_IF_ERROR(CheckCudaDevice(device));
+  if (WeightBits(spec.wtype) != bits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight type ", WeightTypeName(spec.wtype), " is not supported by ", name,
+                     "; supported: ", bits == 4 ? "uint4, uint4b8" : "uint8, uint8b128"));
+  }
+  QLAYER_RETURN_IF_ERROR(CheckCudaLinearSpec(spec));
+  if (spec.group_size <= 0 || spec.K % spec.group_size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("K=", spec.K, " is not divisible by group size ", spec.group_size));
+  }
+  if (spec.group_size != spec.K && spec.group_size % 32 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "group size ", spec.group_size, " is not supported by ", name,
+        "; supported group sizes are multiples of 32 (32, 64, 128, ...) or channel-wise (", spec.K,
+        ")"));
+  }
+  return absl::OkStatus();
+}
+
+KernelFactory MmaFactory(int bits, std::string name, int priority) {
+  KernelFactory f;
+  f.name = name;
+  f.backend = Backend::kCuda;
+  f.priority = priority;
+  // Measured on the H100 (BENCHMARKS.md, "CUDA linear kernels"): at M = 64 the
+  // decode kernel still beats dequantize + cuBLAS on every benchmark shape;
+  // above that the dense GEMM path wins.
+  f.max_m = 64;
+  f.can_implement = [bits, name](const LinearSpec& spec, const Device& device) {
+    return CanImplementMma(bits, name, spec, device);
+  };
+  f.create = [bits, name]() -> std::unique_ptr<LinearKernel> {
+    return std::make_unique<CudaMmaLinear>(bits, name);
+  };
+  return f;
+}
+
+}  // namespace
+}  // namespace qlayer::cuda
+
+namespace qlayer {
+
+KernelFactory CudaMmaW4A16KernelFactory() { return cuda::MmaFactory(4, "cuda_mma_w4a16", 10); }
+KernelFactory CudaMmaW8A16KernelFactory() { return cuda::MmaFactory(8, "cuda_mma_w8a16", 11); }
+
+}  // namespace qlayer

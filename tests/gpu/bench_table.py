@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Joins the C++ benchmark CSV and the PyTorch peers CSV into the markdown
+table of BENCHMARKS.md ("CUDA linear kernels").
+
+ours = the kernel the registry selects at that M (cuda_mma_w4a16 up to
+max_m = MAX_M, cuda_dequant_cublas above). floor = max(int4 bytes / copy
+bandwidth, 2MKN / cuBLAS fp16 dense rate), both measured in the same run;
+int4 bytes = K*N/2 plus the f16 group-128 scales.
+Usage: bench_table.py bench_cuda.csv [bench_torch.csv]
+"""
+import csv
+import sys
+
+MAX_M = 64
+
+
+def read(path):
+    facts, rows = {}, []
+    with open(path) as f:
+        lines = [l for l in f if l.strip()]
+    for l in lines:
+        if l.startswith("#"):
+            k, _, v = l[1:].strip().partition("=")
+            facts[k] = v
+    body = [l for l in lines if not l.startswith("#")]
+    for r in csv.DictReader(body):
+        rows.append(r)
+    return facts, rows
+
+
+def main():
+    facts, rows = read(sys.argv[1])
+    if len(sys.argv) > 2:
+        try:
+            rows += read(sys.argv[2])[1]
+        except OSError as e:
+            print(f"(no torch peers: {e})", file=sys.stderr)
+    t = {}
+    for r in rows:
+        t[(int(r["K"]), int(r["N"]), int(r["M"]), r["path"])] = float(r["us"])
+    bw = float(facts["copy_GBps"]) * 1e9
+    peak = float(facts["cublas_fp16_tflops"]) * 1e12
+    print(f"Device: {facts.get('device')}, {facts.get('sms')} SMs, L2 "
+          f"{int(facts.get('l2_bytes', 0)) >> 20} MiB. Copy bandwidth (read + write) "
+          f"{bw / 1e9:.0f} GB/s; cuBLAS fp16 dense 8192^3 {peak / 1e12:.0f} TFLOP/s.\n")
+    shapes = sorted({(k, n) for (k, n, m, p) in t if m > 0}, key=lambda s: s[0] * s[1])
+    print("| K x N | M | ours (µs) | kernel | floor (µs) | of floor | vs cuBLAS fp16 | "
+          "vs int4pack_mm | mma / dequant+cuBLAS (µs) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---|")
+    for k, n in shapes:
+        ms = sorted({m for (kk, nn, m, p) in t if (kk, nn) == (k, n) and m > 0})
+        for m in ms:
+            mma = t.get((k, n, m, "mma"))
+            dq = t.get((k, n, m, "dequant_cublas"))
+            ours, name = (mma, "mma") if m <= MAX_M else (dq, "dequant_cublas")
+            if ours is None:
+                continue
+            q_bytes = k * n / 2 + (k / 128) * n * 2
+            floor = max(q_bytes / bw, 2.0 * m * k * n / peak) * 1e6
+            cub = t.get((k, n, m, "cublas_fp16"))
+            i4 = t.get((k, n, m, "int4pack_mm_bf16"))
+            alt = f"{mma:.1f} / " if mma is not None else "– / "
+            alt += f"{dq:.1f}" if dq is not None else "–"
+            print(f"| {k}x{n} | {m} | {ours:.1f} | {name} | {floor:.1f} | "
+                  f"{floor / ours:.0%} | {cub / ours:.2f}x | "
+                  f"{(f'{i4 / ours:.2f}x' if i4 else 'n/a')} | {alt} |")
+    prep = [(k, n, t[(k, n, 0, "prepare_mma")], t.get((k, n, 0, "prepare_dequant_cublas")))
+            for (k, n) in shapes if (k, n, 0, "prepare_mma") in t]
+    if prep:
+        print("\nLoad time (Prepare: upload + repack on the GPU, host tensors in):\n")
+        print("| K x N | cuda_mma_w4a16 (ms) | cuda_dequant_cublas (ms) |")
+        print("|---|---:|---:|")
+        for k, n, a, b in prep:
+            print(f"| {k}x{n} | {a / 1000:.1f} | {(b or 0) / 1000:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Packs the GPU test binaries built on this (developer) machine with
+# QLAYER_CUDA=on, plus the shared libraries they need that a CUDA image may
+# lack (Abseil, oneDNN, libstdc++, cudart; not glibc, not the driver, not
+# cuBLAS), into DEST/{bin,lib}, for tests/gpu/run.sh's QLAYER_GPU_PREBUILT.
+# Usage: tests/gpu/carry_prebuilt.sh BUILD_DIR DEST
+set -euo pipefail
+build=$1
+dest=$2
+rm -rf "$dest"
+mkdir -p "$dest/bin" "$dest/lib"
+cp "$build/tests/gpu/qlayer_gpu_tests" "$build/tests/gpu/qlayer_gpu_bench" "$dest/bin/"
+for b in "$dest"/bin/*; do
+  ldd "$b" | awk '/=> \//{print $3}'
+done | sort -u | while read -r lib; do
+  case $(basename "$lib") in
+    libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libcuda.so* | \
+      libcublas* ) ;;
+    *) cp -L "$lib" "$dest/lib/" ;;
+  esac
+done
+strip --strip-debug "$dest"/bin/* "$dest"/lib/* 2>/dev/null || true
+du -sh "$dest"

@@ -1,0 +1,254 @@
+// Every CUDA linear kernel against the float64 CPU reference, on random
+// weights of every weight type, f16 and bf16 activations, group sizes 32 / 64
+// / 128 / channel, act-order (even and uneven groups), K off the 64-wide
+// chunk, N off the 16-row tile, bias, and odd M (1, 3, 17, 67, 118, 256).
+// Outputs are poisoned (NaN) before each call, so an unwritten element fails.
+//
+// Bounds (||y - ref|| / ||ref||): 2e-3, except cuda_dequant_cublas with bf16
+// activations, 3e-3: it rounds each dequantized weight to bf16 (8 significant
+// bits, ~1.7e-3 RMS relative) before the GEMM and rounds the output again;
+// the mma kernels apply scales in fp32 and round only the output.
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "qlayer/kernels/registry.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace qlayer {
+namespace {
+
+using gputest::MakeRandomWeight;
+using gputest::RandomWeightOptions;
+
+const Device kGpu{Backend::kCuda, 0};
+
+bool HaveGpu() {
+  const KernelFactory* f = FindLinearKernel("cuda_dequant_cublas");
+  if (f == nullptr) return false;
+  LinearSpec spec;
+  spec.K = 128;
+  spec.N = 16;
+  spec.wtype = WeightType::kUint4b8;
+  spec.group_size = 128;
+  return f->can_implement(spec, kGpu).ok();
+}
+
+uint64_t Seed() {
+  static const uint64_t seed = [] {
+    const uint64_t s = gputest::TestSeed();
+    std::printf("GPU test seed: %llu (set QLAYER_TEST_SEED to repeat)\n",
+                static_cast<unsigned long long>(s));
+    return s;
+  }();
+  return seed;
+}
+
+struct Shape {
+  int64_t K, N, G;
+  bool act_order = false, irregular = false, bias = false;
+  DType scale_dtype = DType::kF16;
+};
+
+std::string ShapeName(const Shape& s) {
+  return absl::StrCat("K=", s.K, " N=", s.N, " G=", s.G, s.act_order ? " act-order" : "",
+                      s.irregular ? "(uneven)" : "", s.bias ? " bias" : "", " scales ",
+                      DTypeName(s.scale_dtype));
+}
+
+const std::vector<Shape>& Shapes() {
+  static const std::vector<Shape> shapes = {
+      {1024, 520, 32},
+      {1024, 520, 64},
+      {1024, 520, 128, false, false, true},
+      {1000, 200, 1000, false, false, false, DType::kF32},  // channel-wise, K % 64 != 0
+      {1056, 136, 32},                                      // K % 64 == 32
+      {1024, 520, 128, true},                               // act-order
+      {1024, 264, 64, true, true, true, DType::kBF16},      // uneven act-order groups
+      {4096, 256, 128},                                     // deep split-K
+  };
+  return shapes;
+}
+
+const int64_t kMs[] = {1, 3, 17, 67, 118, 256};
+
+double Bound(absl::string_view kernel, DType act) {
+  return kernel == "cuda_dequant_cublas" && act == DType::kBF16 ? 3e-3 : 2e-3;
+}
+
+class CudaLinearTest : public ::testing::TestWithParam<std::tuple<WeightType, DType>> {};
+
+TEST_P(CudaLinearTest, MatchesFloat64Reference) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  const auto [wtype, act] = GetParam();
+  const std::string mma = WeightBits(wtype) == 4 ? "cuda_mma_w4a16" : "cuda_mma_w8a16";
+  uint64_t seed = Seed() + static_cast<uint64_t>(wtype) * 1000 + static_cast<uint64_t>(act) * 100;
+  for (const Shape& s : Shapes()) {
+    RandomWeightOptions o;
+    o.K = s.K;
+    o.N = s.N;
+    o.wtype = wtype;
+    o.group_size = s.G;
+    o.scale_dtype = s.scale_dtype;
+    o.act_order = s.act_order;
+    o.irregular_groups = s.irregular;
+    o.bias = s.bias;
+    o.seed = ++seed;
+    const QuantizedLinear w = MakeRandomWeight(o);
+    const std::vector<double> w_kn = gputest::DequantizeToDouble(w);
+    const LinearSpec spec = LinearSpec::Of(w, act);
+    std::vector<Tensor> xs;
+    std::vector<std::vector<double>> refs;
+    for (int64_t M : kMs) {
+      xs.push_back(gputest::RandomActivations(M, s.K, act, seed * 31 + M));
+      refs.push_back(gputest::ReferenceForward(xs.back(), w_kn, w));
+    }
+    for (const std::string& name : {mma, std::string("cuda_dequant_cublas")}) {
+      SCOPED_TRACE(absl::StrCat(name, " ", WeightTypeName(wtype), " act ", DTypeName(act), " ",
+                                ShapeName(s)));
+      const KernelFactory* f = FindLinearKernel(name);
+      ASSERT_NE(f, nullptr);
+      ASSERT_TRUE(f->can_implement(spec, kGpu).ok()) << f->can_implement(spec, kGpu);
+      std::unique_ptr<LinearKernel> k = f->create();
+      ASSERT_TRUE(k->Prepare(w, kGpu).ok());
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const Tensor& x = xs[i];
+        const int64_t M = x.dim(0);
+        Tensor y = Tensor::Zeros(act, {M, s.N});
+        std::memset(y.data(), 0xFF, y.nbytes());  // NaN in f16 and bf16
+        ExecContext ctx;
+        const absl::Status st = k->Forward(x.view(), y.mutable_view(), ctx);
+        ASSERT_TRUE(st.ok()) << st;
+        const double err = gputest::RelativeError(y, refs[i]);
+        EXPECT_LE(err, Bound(name, act)) << "M=" << M;
+        if (M == 67) RecordProperty(absl::StrCat(name, "_err"), std::to_string(err));
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, CudaLinearTest,
+    ::testing::Combine(::testing::Values(WeightType::kUint4, WeightType::kUint4b8,
+                                         WeightType::kUint8, WeightType::kUint8b128),
+                       ::testing::Values(DType::kF16, DType::kBF16)),
+    [](const auto& info) {
+      return absl::StrCat(WeightTypeName(std::get<0>(info.param)), "_",
+                          DTypeName(std::get<1>(info.param)));
+    });
+
+TEST(CudaLinearSelection, DecodeKernelUpToMaxMThenCublas) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  LinearSpec spec;
+  spec.K = 4096;
+  spec.N = 4096;
+  spec.wtype = WeightType::kUint4b8;
+  spec.group_size = 128;
+  spec.act = DType::kF16;
+  absl::StatusOr<Selection> sel = SelectLinearKernel(spec, kGpu);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  ASSERT_EQ(sel->chosen.size(), 2u);
+  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_mma_w4a16");
+  EXPECT_EQ(sel->chosen[1].factory->name, "cuda_dequant_cublas");
+  EXPECT_EQ(sel->chosen[1].max_m, kUnboundedM);
+
+  spec.wtype = WeightType::kUint8;
+  spec.zero_points = true;
+  sel = SelectLinearKernel(spec, kGpu);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_mma_w8a16");
+}
+
+TEST(CudaLinearSelection, RejectionsNameTheValue) {
+  LinearSpec spec;
+  spec.K = 4096;
+  spec.N = 4096;
+  spec.wtype = WeightType::kUint4b8;
+  spec.group_size = 128;
+  spec.act = DType::kF16;
+  const KernelFactory* f = FindLinearKernel("cuda_mma_w4a16");
+  ASSERT_NE(f, nullptr);
+  // Off the GPU the platform check comes first, on any machine.
+  absl::Status st = f->can_implement(spec, Device{Backend::kCpu, 0});
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("cpu"), std::string::npos) << st;
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  spec.group_size = 16;
+  st = f->can_implement(spec, kGpu);
+  EXPECT_NE(std::string(st.message()).find("group size 16"), std::string::npos) << st;
+  spec.group_size = 128;
+  spec.act = DType::kF32;
+  st = f->can_implement(spec, kGpu);
+  EXPECT_NE(std::string(st.message()).find("f32"), std::string::npos) << st;
+  spec.act = DType::kF16;
+  spec.wtype = WeightType::kUint8b128;
+  st = f->can_implement(spec, kGpu);
+  EXPECT_NE(std::string(st.message()).find("uint8b128"), std::string::npos) << st;
+}
+
+TEST(CudaLinearForward, RejectsF32Input) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  RandomWeightOptions o;
+  o.K = 256;
+  o.N = 64;
+  o.seed = Seed();
+  const QuantizedLinear w = MakeRandomWeight(o);
+  auto k = FindLinearKernel("cuda_mma_w4a16")->create();
+  ASSERT_TRUE(k->Prepare(w, kGpu).ok());
+  Tensor xf = Tensor::Zeros(DType::kF32, {2, 256});
+  Tensor yf = Tensor::Zeros(DType::kF32, {2, 64});
+  ExecContext ctx;
+  const absl::Status st = k->Forward(xf.view(), yf.mutable_view(), ctx);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("f32"), std::string::npos) << st;
+}
+
+// Forward from several threads at once on one prepared layer: each thread
+// has its own stream and buffers, so answers must not mix.
+TEST(CudaLinearForward, ConcurrentCallersGetTheirOwnAnswers) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  RandomWeightOptions o;
+  o.K = 2048;
+  o.N = 1024;
+  o.wtype = WeightType::kUint4;
+  o.seed = Seed() + 77;
+  const QuantizedLinear w = MakeRandomWeight(o);
+  const std::vector<double> w_kn = gputest::DequantizeToDouble(w);
+  for (const char* name : {"cuda_mma_w4a16", "cuda_dequant_cublas"}) {
+    SCOPED_TRACE(name);
+    auto k = FindLinearKernel(name)->create();
+    ASSERT_TRUE(k->Prepare(w, kGpu).ok());
+    constexpr int kThreads = 4;
+    std::vector<double> errs(kThreads, -1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        const int64_t M = 1 + 7 * t;
+        const Tensor x = gputest::RandomActivations(M, o.K, DType::kF16, o.seed + t);
+        const std::vector<double> ref = gputest::ReferenceForward(x, w_kn, w);
+        double worst = 0;
+        for (int rep = 0; rep < 20; ++rep) {
+          Tensor y = Tensor::Zeros(DType::kF16, {M, o.N});
+          std::memset(y.data(), 0xFF, y.nbytes());
+          ExecContext ctx;
+          if (!k->Forward(x.view(), y.mutable_view(), ctx).ok()) {
+            worst = 1e9;
+            break;
+          }
+          worst = std::max(worst, gputest::RelativeError(y, ref));
+        }
+        errs[static_cast<size_t>(t)] = worst;
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int t = 0; t < kThreads; ++t)
+      EXPECT_LE(errs[static_cast<size_t>(t)], 2e-3) << "thread " << t;
+  }
+}
+
+}  // namespace
+}  // namespace qlayer

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The one script for the lent GPU machine (issue 8): configure with
+# QLAYER_CUDA=on, build the GPU targets, run the GPU correctness tests, then
+# the benchmark and its same-run PyTorch peers, and write everything to $OUT:
+#   device.txt build.log tests.log bench_cuda.csv bench_torch.csv bench_table.md
+# Usage: tests/gpu/run.sh [--quick]     (--quick: 2 shapes, 4 values of M)
+#
+# The GPU image may lack the Debian -dev packages the whole project needs
+# (Abseil, oneDNN, gRPC, ...). Then, if QLAYER_GPU_PREBUILT names a folder with
+# bin/qlayer_gpu_{tests,bench} and lib/ (built with CUDA on a developer
+# machine, see tests/gpu/carry_prebuilt.sh), those binaries are run instead;
+# the output says which.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${QLAYER_GPU_BUILD_DIR:-$ROOT/build-gpu}
+OUT=${OUT:-$BUILD/out}
+PREBUILT=${QLAYER_GPU_PREBUILT:-}
+QUICK=""
+[[ "${1:-}" == "--quick" ]] && QUICK=--quick
+mkdir -p "$OUT"
+cd "$ROOT" || exit 1
+say() { echo "== $*"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem \
+  --format=csv | tee "$OUT/device.txt"
+{ date -u +"date: %Y-%m-%dT%H:%M:%SZ"; nvcc --version | tail -1; } | tee -a "$OUT/device.txt"
+
+BIN=""
+start=$SECONDS
+if cmake -S "$ROOT" -B "$BUILD" -G Ninja -DQLAYER_CUDA=on -DCMAKE_BUILD_TYPE=Release \
+     >"$OUT/build.log" 2>&1 &&
+   ninja -C "$BUILD" -j16 qlayer_gpu_tests qlayer_gpu_bench >>"$OUT/build.log" 2>&1; then
+  BIN=$BUILD/tests/gpu
+  say "built here in $((SECONDS - start)) s"
+elif [[ -n "$PREBUILT" && -x "$PREBUILT/bin/qlayer_gpu_tests" ]]; then
+  say "building here failed after $((SECONDS - start)) s (end of build.log below);" \
+      "running the prebuilt binaries from $PREBUILT"
+  grep -m3 -iE "error|could not|needs" "$OUT/build.log"
+  BIN=$PREBUILT/bin
+  export LD_LIBRARY_PATH=$PREBUILT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+  tail -30 "$OUT/build.log"
+  exit 1
+fi
+# cuBLAS 13 comes from the machine: the CUDA toolkit or PyTorch's wheels.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [[ -e $d/libcublas.so.13 ]] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d
+done
+if ! ldconfig -p | grep -q libcublas.so.13 && [[ ":${LD_LIBRARY_PATH:-}:" != *cuda* ]]; then
+  lib=$(find /opt /usr/local /usr/lib -name libcublas.so.13 2>/dev/null | head -1)
+  [[ -n "$lib" ]] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$lib")
+fi
+if ldd "$BIN/qlayer_gpu_tests" | grep -q "not found"; then
+  say "missing libraries:"; ldd "$BIN/qlayer_gpu_tests" | grep "not found"
+fi
+
+say "GPU tests"
+start=$SECONDS
+"$BIN/qlayer_gpu_tests" --gtest_brief=1 >"$OUT/tests.log" 2>&1
+tests_rc=$?
+grep -E "seed|FAILED|Failure|error|Expected|Which is|rel|PASSED|SKIPPED|tests ran" "$OUT/tests.log" | head -60
+say "tests exit $tests_rc in $((SECONDS - start)) s"
+
+say "benchmark"
+start=$SECONDS
+"$BIN/qlayer_gpu_bench" --out="$OUT/bench_cuda.csv" $QUICK >"$OUT/bench_cuda.log" 2>&1
+bench_rc=$?
+[[ $bench_rc -ne 0 ]] && tail -20 "$OUT/bench_cuda.log"
+say "bench exit $bench_rc in $((SECONDS - start)) s"
+
+PY=python3
+for p in /opt/torch/.venv/bin/python3 python3 /usr/bin/python3; do
+  if command -v "$p" >/dev/null && "$p" -c "import torch" 2>/dev/null; then PY=$p; break; fi
+done
+say "PyTorch peers ($PY)"
+start=$SECONDS
+PYTHONUNBUFFERED=1 "$PY" tests/gpu/torch_peers.py --out "$OUT/bench_torch.csv" $QUICK \
+  >"$OUT/bench_torch.log" 2>&1 || tail -20 "$OUT/bench_torch.log"
+say "peers done in $((SECONDS - start)) s"
+cat "$OUT/bench_cuda.log" "$OUT/bench_torch.log" >>"$OUT/tests.log"
+
+"$PY" tests/gpu/bench_table.py "$OUT/bench_cuda.csv" "$OUT/bench_torch.csv" >"$OUT/bench_table.md"
+cat "$OUT/bench_table.md"
+exit $((tests_rc != 0 || bench_rc != 0))

@@ -4,6 +4,7 @@
 // to the tensor names, shapes and dtypes each upstream packer writes.
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,9 @@ std::string CaseName(const RoundTripCase& c) {
                       c.act_order ? "_actorder" : "", "_K", c.K, "_N", c.N, "_",
                       DTypeName(c.scale_dtype), c.bias ? "_bias" : "");
 }
+
+// gtest prints parameters of failing cases with this.
+void PrintTo(const RoundTripCase& c, std::ostream* os) { *os << CaseName(c); }
 
 std::vector<RoundTripCase> AllCases() {
   std::vector<RoundTripCase> cases;
@@ -214,8 +218,8 @@ TEST_P(RoundTripTest, EncodeDecodeIsExact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, RoundTripTest, ::testing::ValuesIn(AllCases()),
-                         [](const ::testing::TestParamInfo<RoundTripCase>& info) {
-                           return CaseName(info.param);
+                         [](const ::testing::TestParamInfo<RoundTripCase>& param_info) {
+                           return CaseName(param_info.param);
                          });
 
 TEST(RoundTripDenseTest, WeightAndBiasCopied) {

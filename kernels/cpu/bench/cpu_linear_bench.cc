@@ -1,0 +1,346 @@
+// Google Benchmark of the CPU linear kernels against their floor and peer
+// (DESIGN.md "Performance model"), as BENCHMARKS.md "CPU linear kernels"
+// reports them.
+//
+//   qlayer_cpu_linear_bench [--qlayer_md=FILE] [--qlayer_crossover]
+//                           [--qlayer_w8] [benchmark flags]
+//
+// Layers: uint4 with zero points, group 128, f16 scales (AWQ-like), bf16
+// activations and outputs; shapes K x N = 4096 x 4096, 4096 x 14336,
+// 14336 x 4096; M in {1, 4, 16, 64, 256}; 1 thread and all threads.
+//
+// Weights are cold: each kernel is prepared several times over, copies
+// totalling >= 256 MiB (the LLC holds 32 MiB, a whole 4096 x 4096 int4
+// layer), and iteration i runs copy i mod copies, as a server hosting many
+// layers would. The floor is the bytes a kernel streams (prepared_bytes)
+// over the DRAM read bandwidth measured at start-up in the same process
+// over a 1 GiB buffer with the same thread count. The peer is onednn_dense
+// (the same layer dequantized to bf16) measured the same cold way in the
+// same run; cpu_reference is timed where it is quick enough.
+#include <benchmark/benchmark.h>
+#include <emmintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cpu/thread_pool.h"
+#include "qlayer/kernels/registry.h"
+
+namespace qlayer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kColdBytes = int64_t{256} << 20;
+constexpr int64_t kGroup = 128;
+
+struct Shape {
+  int64_t K, N;
+};
+const Shape kShapes[] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
+
+// ---- DRAM read bandwidth ------------------------------------------------
+
+// Sums 16-byte words (SSE2, any x86-64) so the loads cannot be elided.
+int64_t ReadBuffer(const uint8_t* p, size_t n) {
+  __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i + 64 <= n; i += 64) {
+    a0 = _mm_add_epi64(a0, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i)));
+    a1 = _mm_add_epi64(a1, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 16)));
+    a2 = _mm_add_epi64(a2, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 32)));
+    a3 = _mm_add_epi64(a3, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 48)));
+  }
+  const __m128i s = _mm_add_epi64(_mm_add_epi64(a0, a1), _mm_add_epi64(a2, a3));
+  return _mm_cvtsi128_si64(s) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(s, s));
+}
+
+// Best of 5 passes over a 1 GiB buffer with `threads` pool threads, bytes/s.
+double MeasureReadBandwidth(int threads) {
+  const size_t n = size_t{1} << 30;
+  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(64, n));
+  CpuThreadPool& pool = CpuThreadPool::Global();
+  pool.Run(threads, [&](int t) {  // first touch by the reading thread
+    std::memset(buf + n / threads * t, t + 1, n / threads);
+  });
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<int64_t> sink(static_cast<size_t>(threads));
+    const auto t0 = Clock::now();
+    pool.Run(threads, [&](int t) { sink[t] = ReadBuffer(buf + n / threads * t, n / threads); });
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    benchmark::DoNotOptimize(sink.data());
+    best = std::max(best, static_cast<double>(n) / s);
+  }
+  std::free(buf);
+  return best;
+}
+
+// ---- layers and prepared copies ------------------------------------------
+
+QuantizedLinear RandomUint4Layer(const Shape& s, std::mt19937_64& rng) {
+  QuantizedLinear w;
+  w.K = s.K;
+  w.N = s.N;
+  w.group_size = kGroup;
+  w.wtype = WeightType::kUint4;
+  const int64_t groups = s.K / kGroup;
+  w.qweight = Tensor::Zeros(DType::kI32, {s.K / 8, s.N});
+  auto* q = reinterpret_cast<uint32_t*>(w.qweight.data());
+  for (int64_t i = 0; i < s.K / 8 * s.N; ++i) q[i] = static_cast<uint32_t>(rng());
+  w.scales = Tensor::Zeros(DType::kF16, {groups, s.N});
+  w.zeros = Tensor::Zeros(DType::kI32, {groups, s.N});
+  std::uniform_real_distribution<float> sd(0.001f, 0.02f);
+  for (int64_t i = 0; i < groups * s.N; ++i) {
+    w.scales.as<uint16_t>()[i] = FloatToHalf(sd(rng));
+    w.zeros.as<int32_t>()[i] = static_cast<int32_t>(rng() % 16);
+  }
+  return w;
+}
+
+QuantizedLinear RandomUint8Layer(const Shape& s, std::mt19937_64& rng) {
+  QuantizedLinear w = RandomUint4Layer({s.K, s.N}, rng);
+  w.wtype = WeightType::kUint8b128;
+  w.qweight = Tensor::Zeros(DType::kI32, {s.K / 4, s.N});
+  auto* q = reinterpret_cast<uint32_t*>(w.qweight.data());
+  for (int64_t i = 0; i < s.K / 4 * s.N; ++i) q[i] = static_cast<uint32_t>(rng());
+  w.zeros = Tensor();
+  return w;
+}
+
+struct Copies {
+  std::vector<std::unique_ptr<LinearKernel>> kernels;
+  int64_t bytes = 0;  // prepared bytes of one copy
+};
+
+// Prepared copies of (shape, kernel, bits), kept while that shape's
+// benchmarks run; a new shape frees the previous one's.
+Copies& GetCopies(int shape_index, const std::string& kernel, int bits) {
+  static std::map<std::string, Copies>* cache = new std::map<std::string, Copies>;
+  static int cached_shape = -1;
+  if (shape_index != cached_shape) {
+    cache->clear();
+    cached_shape = shape_index;
+  }
+  const std::string key = absl::StrCat(kernel, "/", bits);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  Copies& c = (*cache)[key];
+  std::mt19937_64 rng(1234 + shape_index);
+  const Shape& s = kShapes[shape_index];
+  const QuantizedLinear w = bits == 4 ? RandomUint4Layer(s, rng) : RandomUint8Layer(s, rng);
+  const KernelFactory* f = FindLinearKernel(kernel);
+  // cpu_reference computes far slower than it reads: one copy is enough.
+  int copies = 1;
+  do {
+    std::unique_ptr<LinearKernel> k = f->create();
+    absl::Status st = k->Prepare(w, Device{});
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: Prepare failed: %s\n", kernel.c_str(), st.ToString().c_str());
+      std::exit(1);
+    }
+    c.bytes = k->prepared_bytes();
+    c.kernels.push_back(std::move(k));
+    if (kernel != "cpu_reference")
+      copies = std::max<int64_t>(2, (kColdBytes + c.bytes - 1) / c.bytes);
+  } while (static_cast<int>(c.kernels.size()) < copies);
+  return c;
+}
+
+// ---- results -----------------------------------------------------------
+
+double g_bandwidth[2];  // [0]: 1 thread, [1]: all threads; bytes/s
+
+struct Row {
+  int shape;
+  int64_t M;
+  int threads;
+  std::string kernel;
+  int bits;
+  double seconds;  // per call
+  int64_t bytes;
+  int copies;
+};
+std::vector<Row>* g_rows = new std::vector<Row>;
+
+const Row* FindRow(int shape, int64_t M, int threads, const std::string& kernel, int bits) {
+  const Row* found = nullptr;
+  for (const Row& r : *g_rows) {
+    if (r.shape == shape && r.M == M && r.threads == threads && r.kernel == kernel &&
+        r.bits == bits) {
+      found = &r;  // the last run wins (Google Benchmark may call twice)
+    }
+  }
+  return found;
+}
+
+void RunKernel(benchmark::State& state, int shape, int64_t M, int threads,
+               const std::string& kernel, int bits) {
+  Copies& c = GetCopies(shape, kernel, bits);
+  const Shape& s = kShapes[shape];
+  std::mt19937_64 rng(99);
+  Tensor x = Tensor::Zeros(DType::kBF16, {M, s.K});
+  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
+  for (int64_t i = 0; i < M * s.K; ++i) x.as<uint16_t>()[i] = FloatToBf16(xd(rng));
+  Tensor y = Tensor::Zeros(DType::kBF16, {M, s.N});
+  ExecContext ctx;
+  ctx.num_threads = threads == 1 ? 1 : 0;
+  const size_t n = c.kernels.size();
+  size_t i = 0;
+  int64_t calls = 0;
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    absl::Status st = c.kernels[i]->Forward(x.view(), y.mutable_view(), ctx);
+    if (!st.ok()) {
+      state.SkipWithError(std::string(st.message()).c_str());
+      return;
+    }
+    i = (i + 1 == n) ? 0 : i + 1;
+    ++calls;
+  }
+  const double sec = std::chrono::duration<double>(Clock::now() - t0).count() / calls;
+  g_rows->push_back({shape, M, threads, kernel, bits, sec, c.bytes, static_cast<int>(n)});
+
+  const double bw = g_bandwidth[threads == 1 ? 0 : 1];
+  state.counters["GB/s"] = static_cast<double>(c.bytes) / sec / 1e9;
+  state.counters["floor"] = (static_cast<double>(c.bytes) / bw) / sec;
+  if (const Row* peer = FindRow(shape, M, threads, "onednn_dense", 16)) {
+    state.counters["x_onednn"] = peer->seconds / sec;
+  }
+  state.counters["copies"] = static_cast<double>(n);
+}
+
+void Register(int shape, int64_t M, int threads, const std::string& kernel, int bits) {
+  const Shape& s = kShapes[shape];
+  const std::string name =
+      absl::StrCat(kernel, bits == 8 ? "_u8" : "", "/K", s.K, "xN", s.N, "/M", M, "/t", threads);
+  // onednn_dense's copies are bf16 (dequantized), whatever `bits` says: key 16.
+  benchmark::RegisterBenchmark(
+      name.c_str(), [=](benchmark::State& st) { RunKernel(st, shape, M, threads, kernel, bits); })
+      ->UseRealTime()
+      ->MinTime(0.3)
+      ->Unit(benchmark::kMicrosecond);
+}
+
+// Whether this CPU can run `kernel` on the benchmark's layers.
+bool Available(const std::string& kernel, int bits) {
+  LinearSpec spec;
+  spec.K = 4096;
+  spec.N = 4096;
+  spec.wtype = bits == 4 ? WeightType::kUint4 : WeightType::kUint8b128;
+  spec.group_size = kGroup;
+  spec.zero_points = bits == 4;
+  spec.scale_dtype = DType::kF16;
+  spec.act = DType::kBF16;
+  const KernelFactory* f = FindLinearKernel(kernel);
+  return f != nullptr && f->can_implement(spec, Device{}).ok();
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+std::string MarkdownTable() {
+  std::string out;
+  absl::StrAppend(&out, "Machine: ", CpuModel(), ", ", CpuThreadPool::Global().num_threads(),
+                  " threads. DRAM read bandwidth (1 GiB buffer): ",
+                  absl::StrFormat("%.1f GB/s with 1 thread, %.1f GB/s with all",
+                                  g_bandwidth[0] / 1e9, g_bandwidth[1] / 1e9),
+                  ".\n\n");
+  absl::StrAppend(
+      &out,
+      "| K x N | M | threads | kernel | time (us) | GB/s | of floor | vs oneDNN bf16 |\n"
+      "|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : *g_rows) {
+    if (FindRow(r.shape, r.M, r.threads, r.kernel, r.bits) != &r) continue;  // keep the last
+    const Shape& s = kShapes[r.shape];
+    const double bw = g_bandwidth[r.threads == 1 ? 0 : 1];
+    const Row* peer = FindRow(r.shape, r.M, r.threads, "onednn_dense", 16);
+    const std::string vs = (peer && r.kernel != "onednn_dense")
+                               ? absl::StrFormat("%.2fx", peer->seconds / r.seconds)
+                               : "";
+    const std::string kernel = r.bits == 8                  ? absl::StrCat(r.kernel, " (uint8b128)")
+                               : r.kernel == "onednn_dense" ? r.kernel
+                                                            : absl::StrCat(r.kernel, " (uint4)");
+    absl::StrAppend(
+        &out, absl::StrFormat("| %dx%d | %d | %s | %s | %.0f | %.1f | %.0f%% | %s |\n", s.K, s.N,
+                              r.M, r.threads == 1 ? "1" : "all", kernel, r.seconds * 1e6,
+                              r.bytes / r.seconds / 1e9, 100.0 * (r.bytes / bw) / r.seconds, vs));
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace qlayer
+
+int main(int argc, char** argv) {
+  using namespace qlayer;  // NOLINT
+  std::string md_path;
+  bool crossover = false, w8 = false;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--qlayer_md=", 0) == 0) {
+      md_path = a.substr(12);
+    } else if (a == "--qlayer_crossover") {
+      crossover = true;
+    } else if (a == "--qlayer_w8") {
+      w8 = true;
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+
+  const int all = CpuThreadPool::Global().num_threads();
+  g_bandwidth[0] = MeasureReadBandwidth(1);
+  g_bandwidth[1] = MeasureReadBandwidth(all);
+  std::printf("DRAM read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n",
+              g_bandwidth[0] / 1e9, g_bandwidth[1] / 1e9, all);
+
+  const std::vector<std::string> gemv = {"cpu_avx512_w4a16", "cpu_avx2_w4a16"};
+  for (int shape = 0; shape < 3; ++shape) {
+    const std::vector<int64_t> ms = crossover ? std::vector<int64_t>{8, 16, 24, 32, 48, 64, 96, 128}
+                                              : std::vector<int64_t>{1, 4, 16, 64, 256};
+    for (int64_t M : ms) {
+      for (int threads : all > 1 ? std::vector<int>{1, all} : std::vector<int>{1}) {
+        if (crossover && threads == 1) continue;
+        Register(shape, M, threads, "onednn_dense", 16);  // the peer runs first
+        for (const std::string& k : gemv) {
+          if (Available(k, 4)) Register(shape, M, threads, k, 4);
+        }
+        if (!crossover && shape == 0 && M == 1 && threads == 1) {
+          Register(shape, M, threads, "cpu_reference", 4);
+        }
+        if (w8 && !crossover && shape == 1 && M <= 16 && threads == all &&
+            Available("cpu_avx512_w8a16", 8)) {
+          Register(shape, M, threads, "cpu_avx512_w8a16", 8);
+        }
+      }
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+
+  const std::string md = MarkdownTable();
+  std::printf("\n%s", md.c_str());
+  if (!md_path.empty()) std::ofstream(md_path) << md;
+  return 0;
+}

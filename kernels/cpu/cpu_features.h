@@ -1,0 +1,26 @@
+// Which x86 vector ISAs this CPU and OS support, from CPUID and XGETBV.
+// Compiled without ISA flags: it decides whether an ISA kernel may be
+// selected, so it must run on any x86-64.
+#ifndef QLAYER_KERNELS_CPU_CPU_FEATURES_H_
+#define QLAYER_KERNELS_CPU_CPU_FEATURES_H_
+
+#include <string>
+
+namespace qlayer {
+
+struct CpuFeatures {
+  bool avx2 = false;    // with FMA and F16C, and the OS saving ymm state
+  bool avx512 = false;  // F, BW, VL, DQ, and the OS saving zmm / opmask state
+  bool avx512_bf16 = false;
+  bool avx512_vnni = false;
+  // The environment can hide features (QLAYER_CPU_DISABLE=avx512,avx2) to
+  // exercise fallbacks on a machine that has them.
+  std::string disabled_by_env;
+};
+
+// Detected once per process.
+const CpuFeatures& GetCpuFeatures();
+
+}  // namespace qlayer
+
+#endif  // QLAYER_KERNELS_CPU_CPU_FEATURES_H_

@@ -1,0 +1,104 @@
+#include "server/app/server_app.h"
+
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "qlayer/kernels/status_macros.h"
+#include "server/common/log.h"
+
+namespace qlayer {
+namespace {
+
+// "127.0.0.1:0" -> "127.0.0.1:<port>"; "[::1]:0" -> "[::1]:<port>".
+std::string WithPort(const std::string& listen, int port) {
+  const size_t colon = listen.rfind(':');
+  return absl::StrCat(colon == std::string::npos ? listen : listen.substr(0, colon), ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const ServerOptions& options) {
+  QLAYER_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(options.model));
+  return Serve(std::move(model), options);
+}
+
+absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Model> model,
+                                                            const ServerOptions& options) {
+  if (options.max_receive_bytes <= 0 ||
+      options.max_receive_bytes > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-receive-bytes ", options.max_receive_bytes, " is not in [1, 2147483647]"));
+  }
+  if (options.service.max_rows_per_request < 1 || options.scheduler.queue.max_batch_rows < 1 ||
+      options.scheduler.queue.max_queue < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "limits must be positive: --max-rows-per-request ", options.service.max_rows_per_request,
+        ", --max-batch-rows ", options.scheduler.queue.max_batch_rows, ", --max-queue ",
+        options.scheduler.queue.max_queue));
+  }
+  auto app = std::unique_ptr<ServerApp>(new ServerApp);
+  app->model_ = std::move(model);
+  QLAYER_ASSIGN_OR_RETURN(app->metrics_, ServerMetrics::Create(*app->model_));
+  if (!options.metrics_listen.empty()) {
+    QLAYER_RETURN_IF_ERROR(app->metrics_->Serve(options.metrics_listen));
+  }
+  ServerMetrics* metrics = app->metrics_.get();
+  app->scheduler_ = std::make_unique<Scheduler>(
+      *app->model_, options.scheduler, [metrics](const LoadedLinear& layer) -> BatchObserver* {
+        return metrics->ForLayer(layer.name());
+      });
+  app->served_ = std::make_unique<ServedModel>(*app->model_, *app->scheduler_, *app->metrics_,
+                                               options.service);
+  app->layer_service_ = std::make_unique<LayerServiceImpl>(app->served_.get());
+  app->health_ = std::make_unique<HealthService>();
+
+  grpc::ServerBuilder builder;
+  // Without this, Linux lets a second server bind the same port (SO_REUSEPORT)
+  // and split the traffic; a taken port must be an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &app->port_);
+  builder.RegisterService(app->layer_service_.get());
+  builder.RegisterService(app->health_.get());
+  app->server_ = builder.BuildAndStart();
+  if (app->server_ == nullptr || app->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("--listen ", options.listen, ": cannot bind (address in use or invalid)"));
+  }
+  app->address_ = WithPort(options.listen, app->port_);
+  app->health_->SetServing(true);
+  QLAYER_LOG(INFO) << "serving " << app->model_->linears().size() << " layer(s) on "
+                   << app->address_ << " with " << app->scheduler_->workers()
+                   << " compute workers; max batch rows " << options.scheduler.queue.max_batch_rows
+                   << ", queue " << options.scheduler.queue.max_queue << " per layer, "
+                   << options.service.max_rows_per_request << " rows per request, "
+                   << options.max_receive_bytes << " bytes per message";
+  return app;
+}
+
+ServerApp::~ServerApp() { Drain(absl::ZeroDuration()); }
+
+void ServerApp::Drain(absl::Duration grace) {
+  absl::MutexLock lock(&drain_mu_);
+  if (drained_) return;
+  drained_ = true;
+  if (server_ == nullptr) return;
+  QLAYER_LOG(INFO) << "draining: health NOT_SERVING, " << served_->streams().size()
+                   << " open stream(s) finish their accepted requests (grace "
+                   << absl::FormatDuration(grace) << ")";
+  health_->SetServing(false);
+  served_->streams().DrainAll();
+  health_->Shutdown();
+  // Refuses new calls; waits for the streams above to finish, at most
+  // `grace`, then cancels the rest.
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  scheduler_->Shutdown();
+  server_->Wait();
+  QLAYER_LOG(INFO) << "drained";
+}
+
+}  // namespace qlayer

@@ -1,0 +1,141 @@
+// qlayer-server: serves the linear layers of one checkpoint directory over
+// gRPC (qlayer.v1.LayerService, grpc.health.v1, server reflection) and
+// Prometheus metrics over HTTP.
+//
+//   qlayer-server --model DIR [--layers GLOB] [--listen 127.0.0.1:50051]
+//                 [--metrics-listen 127.0.0.1:9400] [--device auto|cpu|cuda:N]
+//                 [--kernel NAME] [--disabled-kernels a,b] ...
+//
+// Once serving, prints one line on stdout with the bound ports (port 0 picks
+// a free one), for scripts and tests:
+//   qlayer-server listening on 127.0.0.1:PORT metrics 127.0.0.1:MPORT
+// SIGTERM / SIGINT drain: health NOT_SERVING, open streams answer what they
+// accepted and end, then the process exits 0 (within --grace-seconds).
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "server/app/server_app.h"
+#include "server/common/log.h"
+
+ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json + *.safetensors)");
+ABSL_FLAG(std::string, layers, "",
+          "which linear layers to serve: glob over module names ('*', '?'; several separated "
+          "by ','); empty = all");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address; port 0 = any free port");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9400",
+          "address of the Prometheus /metrics endpoint; port 0 = any free port; empty = none");
+ABSL_FLAG(std::string, device, "auto",
+          "auto (a CUDA GPU when one is present and the build has CUDA, else cpu) | cpu | "
+          "cuda:N");
+ABSL_FLAG(std::string, kernel, "",
+          "force this kernel for every layer (load fails, naming the layer, if it cannot "
+          "implement one)");
+ABSL_FLAG(std::vector<std::string>, disabled_kernels, {},
+          "kernels never to select, comma-separated (like VLLM_DISABLED_KERNELS)");
+ABSL_FLAG(int64_t, max_batch_rows, 256, "rows of one batched kernel call per layer");
+ABSL_FLAG(int64_t, max_queue, 1024,
+          "requests waiting per layer; beyond it requests are answered RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_rows_per_request, 4096,
+          "rows one request may carry; more is answered INVALID_ARGUMENT");
+ABSL_FLAG(int64_t, max_receive_bytes, 64 << 20,
+          "largest gRPC message accepted; a larger one ends its stream with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_inflight_per_stream, 1024,
+          "requests read but not yet answered per stream before reading pauses");
+ABSL_FLAG(int, workers, 0, "compute worker threads; 0 = one per hardware thread");
+ABSL_FLAG(int, kernel_threads, 0, "threads one kernel call may use; 0 = the kernel's default");
+ABSL_FLAG(double, grace_seconds, 10, "on SIGTERM, how long open streams may take to finish");
+
+namespace {
+
+int Run() {
+  qlayer::ServerOptions options;
+  options.model.dir = absl::GetFlag(FLAGS_model);
+  options.model.layers = absl::GetFlag(FLAGS_layers);
+  options.model.device = absl::GetFlag(FLAGS_device);
+  options.model.forced_kernel = absl::GetFlag(FLAGS_kernel);
+  options.model.disabled_kernels = absl::GetFlag(FLAGS_disabled_kernels);
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.scheduler.workers = absl::GetFlag(FLAGS_workers);
+  options.scheduler.queue.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.scheduler.queue.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.scheduler.queue.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
+  options.service.max_rows_per_request = absl::GetFlag(FLAGS_max_rows_per_request);
+  options.service.max_inflight_per_stream = absl::GetFlag(FLAGS_max_inflight_per_stream);
+  options.max_receive_bytes = absl::GetFlag(FLAGS_max_receive_bytes);
+  if (options.model.dir.empty()) {
+    std::fprintf(stderr, "qlayer-server: --model DIR is required\n");
+    return 2;
+  }
+
+  // Signals are taken synchronously by this thread (sigwait below): blocked
+  // here, before gRPC and the workers start, so every thread inherits the
+  // mask and none is interrupted.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  absl::StatusOr<std::unique_ptr<qlayer::ServerApp>> app = qlayer::ServerApp::Start(options);
+  if (!app.ok()) {
+    QLAYER_LOG(ERROR) << app.status();
+    std::fprintf(stderr, "qlayer-server: %s\n", app.status().ToString().c_str());
+    return 1;
+  }
+  std::string metrics = "off";
+  if (!options.metrics_listen.empty()) {
+    const size_t colon = options.metrics_listen.rfind(':');
+    metrics = absl::StrCat(options.metrics_listen.substr(0, colon), ":", (*app)->metrics_port());
+  }
+  std::printf("qlayer-server listening on %s metrics %s\n", (*app)->address().c_str(),
+              metrics.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  QLAYER_LOG(INFO) << "received " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining";
+  (*app)->Drain(absl::Seconds(absl::GetFlag(FLAGS_grace_seconds)));
+  app->reset();
+  return 0;
+}
+
+}  // namespace
+
+// Abseil names flags with underscores; the documented spelling uses dashes
+// (--metrics-listen). Both are accepted: dashes in a flag's name (not its
+// value) become underscores before parsing.
+void DashesToUnderscores(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    char* a = argv[i];
+    if (a[0] != '-' || a[1] != '-' || a[2] == '\0') continue;
+    for (char* c = a + 2; *c != '\0' && *c != '='; ++c) {
+      if (*c == '-') *c = '_';
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  DashesToUnderscores(argc, argv);
+  absl::SetProgramUsageMessage(
+      "serves a checkpoint's quantized linear layers over gRPC.\n"
+      "  qlayer-server --model DIR [--layers GLOB] [--listen 127.0.0.1:50051]\n"
+      "                [--metrics-listen 127.0.0.1:9400] [--device auto|cpu|cuda:N]\n"
+      "                [--kernel NAME] [--disabled-kernels a,b]\n"
+      "Flags may be spelled with dashes or underscores (--metrics-listen = --metrics_listen).");
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}

@@ -1,0 +1,21 @@
+#include "server/service/served_model.h"
+
+namespace qlayer {
+
+ServedModel::ServedModel(const Model& model, const Scheduler& scheduler, ServerMetrics& metrics,
+                         ServiceOptions options)
+    : model_(model), metrics_(metrics), options_(options) {
+  for (const auto& layer : model.linears()) {
+    ServedLayer& s = layers_[layer->name()];
+    s.layer = layer.get();
+    s.queue = scheduler.QueueFor(layer->name());
+    s.metrics = metrics.ForLayer(layer->name());
+  }
+}
+
+const ServedLayer* ServedModel::Find(absl::string_view name) const {
+  auto it = layers_.find(name);
+  return it == layers_.end() ? nullptr : &it->second;
+}
+
+}  // namespace qlayer

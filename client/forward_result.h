@@ -13,7 +13,7 @@ namespace qlayer {
 
 struct ForwardResult {
   uint64_t request_id = 0;
-  Tensor output;       // [M, N] (or [N] for a one-row [K] input), the input's dtype
+  Tensor output;       // [M, N] (M = 1 for a one-row [K] input), the input's dtype
   std::string kernel;  // the kernel that computed it, as the server names it
   // Server-side timing (proto Timing) and the rows of the batch it ran in.
   int64_t queue_us = 0;

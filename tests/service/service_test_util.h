@@ -1,0 +1,99 @@
+// Helpers for the service tests: the run's seed, checkpoints written by the
+// real qlayer-quantize, a real qlayer-server child process on free ports, a
+// float64 reference from the checkpoint, request builders, and a plain-socket
+// HTTP GET for /metrics.
+#ifndef QLAYER_TESTS_SERVICE_SERVICE_TEST_UTIL_H_
+#define QLAYER_TESTS_SERVICE_SERVICE_TEST_UTIL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qlayer/kernels/quantized_linear.h"
+#include "qlayer/kernels/tensor.h"
+#include "qlayer/v1/layer_service.grpc.pb.h"
+
+namespace qlayer::testing {
+
+// $QLAYER_TEST_SEED if set, else from the clock; printed once per run.
+uint64_t TestSeed();
+
+// $QLAYER_BUILD_DIR (set by ctest), else the build dir this test binary
+// lives in (<build>/tests/qlayer_service_tests).
+std::string BuildDir();
+
+// A fresh empty directory under $TMPDIR, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Runs <build>/server/qlayer-quantize with `args` plus --out DIR; fails the
+// test (and returns false) when it exits non-zero.
+bool RunQuantize(const std::vector<std::string>& args, const std::string& out_dir);
+
+// A qlayer-server child process on 127.0.0.1 port 0 (gRPC and metrics),
+// started with `extra_args`; ports parsed from its "listening on" line.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& model_dir, const std::vector<std::string>& extra_args);
+  ~ServerProcess();  // SIGKILL if still running
+  bool ok() const { return grpc_port_ > 0; }
+  std::string address() const;
+  int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return pid_; }
+  bool Alive();
+  // SIGTERM, then waits up to `timeout_s`: the exit status (waitpid's), or
+  // -1 on timeout (the process is then killed).
+  int Terminate(double timeout_s);
+  std::shared_ptr<grpc::Channel> Channel() const;
+  std::unique_ptr<v1::LayerService::Stub> Stub() const;
+
+ private:
+  pid_t pid_ = -1;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+};
+
+// The canonical weight of each linear layer of a checkpoint, as decoded
+// in-process by the checkpoint reader.
+std::map<std::string, QuantizedLinear> LoadLayers(const std::string& dir);
+
+// x [M, K] in `dtype` with entries uniform in [-1, 1].
+Tensor RandomInput(DType dtype, int64_t M, int64_t K, std::mt19937_64& rng);
+// y = x W^T + b in float64 from the dequantized weight, using the exact
+// (already rounded) input values.
+std::vector<double> ReferenceForward(const QuantizedLinear& w, const ConstTensorView& x);
+// ||y - ref|| / ||ref|| with y read in its own dtype.
+double RelativeError(const ConstTensorView& y, const std::vector<double>& ref);
+
+// A wire tensor with `data` (little-endian bytes) for x.
+v1::Tensor ToWire(const ConstTensorView& x);
+// A ForwardRequest carrying x.
+v1::ForwardRequest MakeRequest(uint64_t id, const std::string& layer, const ConstTensorView& x);
+// The answer's output as a view (into the response's bytes), or an empty
+// view if the answer carries none.
+ConstTensorView OutputView(const v1::ForwardResponse& r);
+
+// GET http://127.0.0.1:port/path over a plain socket; the body, or "" on
+// failure.
+std::string HttpGet(int port, const std::string& path);
+// The value of the sample `metric{labels...}` whose label set contains every
+// `name="value"` pair in `labels` (summed over matching samples); -1 when
+// none matches.
+double MetricValue(const std::string& exposition, const std::string& metric,
+                   const std::map<std::string, std::string>& labels);
+
+}  // namespace qlayer::testing
+
+#endif  // QLAYER_TESTS_SERVICE_SERVICE_TEST_UTIL_H_

@@ -1,6 +1,11 @@
 // A checkpoint directory -> its named linear layers, selectable by glob.
 // A module is a linear layer when it stores P.qweight (GPTQ/AWQ),
-// P.weight_packed (compressed-tensors) or a 2-D P.weight.
+// P.weight_packed (compressed-tensors) or a 2-D P.weight. A 2-D P.weight of a
+// non-float type (int8 of compressed-tensors' int-quantized, fp8) counts as
+// quantized; a float one is dense, unless the module's last name component
+// contains "embed" (or is wte / wpe): embedding tables are not linears.
+// lm_head and MoE routers are listed (dense unless stored quantized); 1-D
+// tensors (norms, biases) and 3-D stacked experts are not.
 #ifndef QLAYER_SERVER_CHECKPOINT_LAYER_CATALOG_H_
 #define QLAYER_SERVER_CHECKPOINT_LAYER_CATALOG_H_
 
@@ -22,11 +27,14 @@ struct LinearLayerEntry {
 };
 
 // fnmatch-style glob: '*' any run of characters (dots included), '?' one
-// character. Several globs separated by ',' match if any does.
+// character. Several globs separated by ',' match if any does (spaces around
+// them are ignored). An empty glob matches every name.
 bool GlobMatch(absl::string_view glob, absl::string_view name);
 
 // Lists the linear layers of `ckpt` whose names match `glob` (empty = all),
-// sorted by name, each with its resolved scheme.
+// sorted by name, each with its resolved scheme. Only the selected layers'
+// schemes are resolved, so an out-of-scope layer fails the listing only when
+// the glob selects it (the error names it).
 absl::StatusOr<std::vector<LinearLayerEntry>> ListLinearLayers(const Checkpoint& ckpt,
                                                                const QuantConfig& config,
                                                                absl::string_view glob = "");

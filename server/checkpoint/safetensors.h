@@ -21,8 +21,13 @@ namespace qlayer {
 class SafetensorsFile {
  public:
   // Maps `path` read-only and validates the header: size <= 100 MB, starts
-  // with '{', known dtypes, end >= begin, end - begin == numel * size
-  // (overflow-checked), tensors tile the buffer exactly, buffer long enough.
+  // with '{' (trailing space padding allowed), known dtypes, non-negative
+  // integer dims, end >= begin, end - begin == numel * size (overflow-checked),
+  // and, sorted by offset, the tensors tile the byte buffer exactly from 0.
+  // Like the reference implementation, a buffer shorter than the last end
+  // (truncated file) and bytes after it (trailing garbage) are both errors.
+  // Every problem is INVALID_ARGUMENT naming the file and the tensor; a
+  // missing file is NOT_FOUND.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -33,6 +38,8 @@ class SafetensorsFile {
   const ConstTensorView* Find(absl::string_view name) const;
   std::vector<std::string> TensorNames() const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Bytes of the file (header and buffer).
+  size_t file_size() const { return map_size_; }
 
  private:
   SafetensorsFile() = default;
@@ -44,6 +51,8 @@ class SafetensorsFile {
 };
 
 // Writes `tensors` (in name order, contiguous) and optional string metadata.
+// The header is padded with spaces to a multiple of 8 bytes, so the buffer is
+// 8-aligned. Writes `path`.tmp and renames it, so readers never see half a file.
 absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 

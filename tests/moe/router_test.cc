@@ -307,7 +307,9 @@ TEST(RouterTest, DroppedGroupsScoreZeroLikeTransformers) {
   dropped_experts.resize(3);
   std::vector<int> got(ids, ids + 3);
   std::sort(got.begin(), got.end());
-  if (!amb) EXPECT_EQ(got, dropped_experts);
+  if (!amb) {
+    EXPECT_EQ(got, dropped_experts);
+  }
 }
 
 TEST(RouterTest, RowsAreOrderedBestFirst) {
@@ -324,7 +326,9 @@ TEST(RouterTest, RowsAreOrderedBestFirst) {
     float sum = 0;
     for (int j = 0; j < 4; ++j) {
       sum += w[t * 4 + j];
-      if (j > 0) EXPECT_GE(w[t * 4 + j - 1], w[t * 4 + j]);
+      if (j > 0) {
+        EXPECT_GE(w[t * 4 + j - 1], w[t * 4 + j]);
+      }
     }
     EXPECT_NEAR(sum, 1.0f, 1e-6);
   }

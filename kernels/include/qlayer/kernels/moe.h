@@ -101,6 +101,13 @@ struct Routing {
 //   5. weights = s[ids] (the UNcorrected scores); if norm_topk_prob they are
 //      divided by (their sum + norm_epsilon); then multiplied by
 //      routed_scaling_factor.
+// Deliberate differences from the references, all invisible on released
+// checkpoints: logits and weights stay f32 (transformers' Mixtral / Qwen compute
+// the gate in the model dtype and cast the weights back to it); DeepSeek-V2
+// follows FORMATS.md and vLLM -- renormalise iff norm_topk_prob, then always
+// scale -- where the original MoEGate scales only when it does not renormalise
+// and current transformers never renormalises (released V2 / V2-Lite have
+// norm_topk_prob false, where all agree).
 // logits [T, E] f32 row-major; correction_bias [E] f32 (required iff
 // has_correction_bias, else ignored); outputs [T, k]. Non-finite logits are
 // INVALID_ARGUMENT naming the token and expert (softmax of inf is NaN).

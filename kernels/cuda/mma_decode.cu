@@ -53,6 +53,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/device_ops.h"
@@ -63,7 +64,10 @@ namespace {
 
 constexpr int kWarps = 8;  // 2 per scheduler: enough issue slots to hide the dequant math
 constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 4;
+// Pipeline depth: small-M configurations move 16 KB per block per stage, so
+// three stages (two in flight) already keep ~100 KB per SM in flight, and the
+// smaller footprint lets three blocks share an SM.
+__host__ __device__ constexpr int StagesFor(int mt) { return mt <= 2 ? 3 : 4; }
 constexpr int kXRow = 72;  // halves per x row in shared memory: 64 + 8 so ldmatrix is conflict-free
 
 struct ZeroConsts {
@@ -178,11 +182,16 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
 }
 
 // kBits: 4 or 8. kBf16: activation type. kMT: m8 tiles (M <= 8 kMT).
+// Minimum blocks per SM: 3 for M <= 8 and 2 for M <= 16 (the register caps,
+// 85 and 128, hold without spills), so a split-K grid fits in one or few
+// waves with ~24 warps per SM.
 // kWN: n16 tiles per warp. kZeros: records carry zero points.
 template <int kBits, bool kBf16, int kMT, int kWN, bool kZeros>
-__global__ void __launch_bounds__(kThreads) MmaDecodeKernel(const MmaDecodeArgs a) {
+__global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
+    MmaDecodeKernel(const MmaDecodeArgs a) {
   using T = typename std::conditional<kBf16, __nv_bfloat16, __half>::type;
   using D = Dequant<kBits, kBf16>;
+  constexpr int kStages = StagesFor(kMT);
   constexpr int kTileBytes = 512 * (kBits / 4);  // one n16 x k64 tile
   constexpr int kXStage = 8 * kMT * kXRow * 2;   // x tile bytes per stage
   constexpr int kWStage = kWarps * kWN * kTileBytes;
@@ -208,39 +217,68 @@ __global__ void __launch_bounds__(kThreads) MmaDecodeKernel(const MmaDecodeArgs 
   const uint4* wg = static_cast<const uint4*>(a.w);
   const uint8_t* recg = static_cast<const uint8_t*>(a.rec);
 
-  auto load_stage = [&](int c, int s) {
+  // Per-thread copy roles, fixed for the whole K slice: the hot loop only
+  // adds the chunk offset (no divisions there; they cost more than the
+  // dequantization of a whole tile).
+  constexpr int kXPieces = 8 * kMT * 8;  // 16-byte pieces of one x tile
+  constexpr int kXPerThread = (kXPieces + kThreads - 1) / kThreads;
+  const T* x_src[kXPerThread];
+  int x_dst[kXPerThread];
+  bool x_ok[kXPerThread], x_active[kXPerThread];
+#pragma unroll
+  for (int q = 0; q < kXPerThread; ++q) {
+    const int i = tid + q * kThreads, r = i >> 3, p = i & 7;
+    x_active[q] = i < kXPieces;
+    x_ok[q] = x_active[q] && r < a.M;
+    x_src[q] = x_ok[q] ? x + static_cast<size_t>(r) * a.ldx + c_begin * 64 + p * 8 : x;
+    x_dst[q] = (r * kXRow + p * 8) * 2;
+  }
+  constexpr int kTileU4 = kTileBytes / 16;  // uint4 per tile
+  const uint4* w_src[kWN];
+  bool w_ok[kWN];
+#pragma unroll
+  for (int wn = 0; wn < kWN; ++wn) {
+    w_ok[wn] = nt0 + wn < l.NT;
+    w_src[wn] =
+        w_ok[wn] ? wg + (static_cast<size_t>(nt0 + wn) * l.C + c_begin) * kTileU4 + lane : wg;
+  }
+  // Records: lane -> (slot, wn, 16-byte piece); slot 1 is the group of the
+  // chunk's last row when the chunk crosses a group boundary.
+  const int pieces = rec_bytes / 16;
+  const bool rec_active = lane < 2 * kWN * pieces;
+  const int rec_slot = lane / (kWN * pieces);
+  const int rec_wn = (lane % (kWN * pieces)) / pieces, rec_piece = lane % pieces;
+  const uint8_t* rec_src =
+      recg + static_cast<size_t>(min(nt0 + rec_wn, l.NT - 1)) * rec_bytes + rec_piece * 16;
+  const size_t rec_gstride = static_cast<size_t>(l.NT) * rec_bytes;
+  const int rec_dst = warp * ms_warp + (rec_slot * kWN + rec_wn) * rec_bytes + rec_piece * 16;
+  const int geff = l.geff ? l.geff : (1 << 30);
+  int ld_g = (c_begin * 64) / geff, ld_kin = (c_begin * 64) % geff;  // group, row in group
+  int ld_c = 0;                                                      // chunks issued
+
+  auto load_next = [&](int s) {
     uint8_t* xs = xs_base + s * kXStage;
-    for (int i = tid; i < 8 * kMT * 8; i += kThreads) {
-      const int r = i >> 3, p = i & 7;
-      const bool ok = r < a.M;
-      const T* src = ok ? x + static_cast<size_t>(r) * a.ldx + c * 64 + p * 8 : x;
-      CpAsync16(xs + (r * kXRow + p * 8) * 2, src, ok);
+#pragma unroll
+    for (int q = 0; q < kXPerThread; ++q) {
+      if (x_active[q]) CpAsync16(xs + x_dst[q], x_src[q] + (x_ok[q] ? ld_c * 64 : 0), x_ok[q]);
     }
     uint8_t* wsm = wsm_base + s * kWStage + warp * kWN * kTileBytes;
 #pragma unroll
-    for (int wn = 0; wn < kWN; ++wn) {
-      const int nt = nt0 + wn;
-      const bool ok = nt < l.NT;
+    for (int wn = 0; wn < kWN; ++wn)
 #pragma unroll
       for (int h = 0; h < kBits / 4; ++h) {
-        const uint4* src =
-            ok ? wg + (static_cast<size_t>(nt) * l.C + c) * (kBits / 4) * 32 + h * 32 + lane : wg;
-        CpAsync16(wsm + wn * kTileBytes + h * 512 + lane * 16, src, ok);
+        CpAsync16(wsm + wn * kTileBytes + h * 512 + lane * 16,
+                  w_src[wn] + (w_ok[wn] ? ld_c * kTileU4 + h * 32 : 0), w_ok[wn]);
       }
+    if (rec_active) {
+      const int grp = min(ld_g + (rec_slot && ld_kin + 63 >= geff ? 1 : 0), l.ngroups - 1);
+      CpAsync16(ms_base + s * ms_stage + rec_dst, rec_src + grp * rec_gstride, true);
     }
-    // Records of the (at most two) groups this chunk touches.
-    const int pieces = rec_bytes / 16;
-    if (lane < 2 * kWN * pieces) {
-      const int slot = lane / (kWN * pieces);
-      const int rem = lane % (kWN * pieces);
-      const int wn = rem / pieces, piece = rem % pieces;
-      int grp = l.geff ? (c * 64 + slot * 63) / l.geff : 0;
-      grp = min(grp, l.ngroups - 1);
-      const int nt = min(nt0 + wn, l.NT - 1);
-      const uint8_t* src = recg + (static_cast<size_t>(grp) * l.NT + nt) * rec_bytes + piece * 16;
-      uint8_t* dst =
-          ms_base + s * ms_stage + warp * ms_warp + (slot * kWN + wn) * rec_bytes + piece * 16;
-      CpAsync16(dst, src, true);
+    ++ld_c;
+    ld_kin += 64;
+    while (ld_kin >= geff) {
+      ld_kin -= geff;
+      ++ld_g;
     }
   };
 
@@ -258,19 +296,19 @@ __global__ void __launch_bounds__(kThreads) MmaDecodeKernel(const MmaDecodeArgs 
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nch) load_stage(c_begin + s, s);
+    if (s < nch) load_next(s);
     CpAsyncCommit();
   }
+  int stage = 0, load_stage = kStages - 1;  // stage computed / stage loaded next
 
   for (int i = 0; i < nch; ++i) {
     CpAsyncWait<kStages - 2>();
     __syncthreads();
-    {
-      const int next = i + kStages - 1;
-      if (next < nch) load_stage(c_begin + next, next % kStages);
-      CpAsyncCommit();
-    }
-    const int s = i % kStages;
+    if (i + kStages - 1 < nch) load_next(load_stage);
+    CpAsyncCommit();
+    load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
+    const int s = stage;
+    stage = stage == kStages - 1 ? 0 : stage + 1;
     const uint8_t* xs = xs_base + s * kXStage;
     const uint8_t* wsm = wsm_base + s * kWStage + warp * kWN * kTileBytes;
     const uint8_t* ms = ms_base + s * ms_stage + warp * ms_warp;
@@ -392,37 +430,58 @@ __global__ void __launch_bounds__(kThreads) MmaDecodeKernel(const MmaDecodeArgs 
   __syncthreads();
   if (!is_last) return;
   __threadfence();
+  // The sums sit in L2 (the atomics were performed there): read them with
+  // ld.cg, four independent loads per thread in flight before the first
+  // store, so the reduction costs a few L2 round trips rather than one per
+  // element.
   constexpr int kBN = kWarps * kWN * 16;
+  constexpr int kBatch = 4;
   const int n0 = blockIdx.x * kBN;
-  for (int i = tid; i < a.M * kBN; i += kThreads) {
-    const int m = i / kBN, n = n0 + i % kBN;
-    if (n < l.N) {
-      const float v = atomicExch(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], 0.f);
-      const float bias = a.bias ? a.bias[n] : 0.f;
-      y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(v + bias);
+  const int total = a.M * kBN;
+  for (int base = 0; base < total; base += kThreads * kBatch) {
+    float v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = base + u * kThreads + tid;
+      const int m = i / kBN, n = n0 + i % kBN;
+      v[u] = i < total && n < l.N ? __ldcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n]) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = base + u * kThreads + tid;
+      const int m = i / kBN, n = n0 + i % kBN;
+      if (i < total && n < l.N) {
+        const float bias = a.bias ? a.bias[n] : 0.f;
+        y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(v[u] + bias);
+        __stcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], 0.f);
+      }
     }
   }
   if (tid == 0) a.counters[blockIdx.x] = 0;
 }
 
-// Tile configurations by M, an explicit list for compile speed: the larger the
-// M, the more n16 tiles per warp, so each x fragment read from shared memory
-// feeds more mma.
+// Tile configurations by M, an explicit list for compile speed. Small M
+// streams 2 KB per warp per 64-row chunk (int4: 4 n16 tiles, int8: 2), which
+// amortises the per-chunk bookkeeping; larger M takes fewer tiles per warp to
+// bound the accumulator registers.
 struct TileConfig {
   int max_m, mt, wn;
 };
-constexpr TileConfig kConfigs[] = {{8, 1, 1}, {16, 2, 1}, {32, 4, 2}, {64, 8, 2}};
-constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
+constexpr TileConfig kConfigs4[] = {{8, 1, 4}, {16, 2, 4}, {32, 4, 2}, {64, 8, 2}};
+constexpr TileConfig kConfigs8[] = {{8, 1, 2}, {16, 2, 2}, {32, 4, 2}, {64, 8, 2}};
+constexpr int kNumConfigs = 4;
+const TileConfig& Config(int bits, int cfg) { return bits == 4 ? kConfigs4[cfg] : kConfigs8[cfg]; }
 
 using KernelFn = void (*)(MmaDecodeArgs);
 
 template <int kBits, bool kBf16, bool kZeros>
 KernelFn PickKernel(int cfg) {
+  constexpr int kSmallWn = kBits == 4 ? 4 : 2;
   switch (cfg) {
     case 0:
-      return MmaDecodeKernel<kBits, kBf16, 1, 1, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 1, kSmallWn, kZeros>;
     case 1:
-      return MmaDecodeKernel<kBits, kBf16, 2, 1, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 2, kSmallWn, kZeros>;
     case 2:
       return MmaDecodeKernel<kBits, kBf16, 4, 2, kZeros>;
     default:
@@ -440,11 +499,11 @@ KernelFn Pick(int bits, bool bf16, bool zeros, int cfg) {
 }
 
 int SmemBytes(int bits, int cfg, int rec_bytes) {
-  const TileConfig& c = kConfigs[cfg];
+  const TileConfig& c = Config(bits, cfg);
   const int x_stage = 8 * c.mt * kXRow * 2;
   const int w_stage = kWarps * c.wn * 512 * (bits / 4);
   const int m_stage = kWarps * 2 * c.wn * rec_bytes;
-  return kStages * (x_stage + w_stage + m_stage);
+  return StagesFor(c.mt) * (x_stage + w_stage + m_stage);
 }
 
 // Per (kernel, smem size): the opt-in for > 48 KB and the occupancy, computed
@@ -465,7 +524,7 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
     return cudaErrorInvalidValue;
   }
   int cfg = 0;
-  while (cfg < kNumConfigs - 1 && a.M > kConfigs[cfg].max_m) ++cfg;
+  while (cfg < kNumConfigs - 1 && a.M > Config(l.bits, cfg).max_m) ++cfg;
   const KernelFn fn = Pick(l.bits, a.bf16, l.zeros, cfg);
   const int smem = SmemBytes(l.bits, cfg, l.rec_bytes);
 
@@ -490,20 +549,45 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
     g_blocks_per_sm[slot].store(occ, std::memory_order_relaxed);
   }
 
-  // Split K so that the grid fills every SM's block slots once: the kernel is
-  // bandwidth-bound, so idle SMs are lost bandwidth. Each split keeps at least
-  // two chunks so the pipeline has something to overlap.
-  const int bn = kWarps * kConfigs[cfg].wn;  // n16 tiles per block
+  // Split K so that the grid keeps every SM's block slots busy: the kernel is
+  // bandwidth-bound, so idle SMs are lost bandwidth. A score per chunk count
+  // (at least two chunks per split, so the pipeline has something to
+  // overlap): the fill of the slots over the waves, discounted for the tail
+  // of the last wave (blocks that finish early are replaced only when there
+  // is a next wave: ncu saw SMs idle 25% of a one-wave launch), minus the
+  // split-K traffic (M x N fp32 atomics per split, against K x N / 2 bytes of
+  // weights) and a fixed cost for the split-K epilogue.
+  // QLAYER_CUDA_DECODE_MAX_WAVES (default 4) bounds the waves considered.
+  static const int max_waves = [] {
+    const char* e = std::getenv("QLAYER_CUDA_DECODE_MAX_WAVES");
+    const int v = e != nullptr ? std::atoi(e) : 0;
+    return v >= 1 ? v : 4;
+  }();
+  const int bn = kWarps * Config(l.bits, cfg).wn;  // n16 tiles per block
   const int n_blocks = (l.NT + bn - 1) / bn;
   const int slots = sms * occ;
-  int splits = 1;
-  if (n_blocks < slots) splits = std::min(std::max(slots / n_blocks, 1), std::max(l.C / 2, 1));
-  const int cps = (l.C + splits - 1) / splits;
-  splits = (l.C + cps - 1) / cps;
+  const double atomics_per_split = 0.5 * 8.0 * a.M / (64.0 * l.C) * (l.bits == 4 ? 1.0 : 0.5);
+  int cps = l.C;
+  double best = -1e9;
+  for (int c = l.C; c >= 1; --c) {
+    if (c < 2 && l.C >= 2) break;
+    const int splits = (l.C + c - 1) / c;
+    const int64_t blocks = static_cast<int64_t>(splits) * n_blocks;
+    const int64_t waves = (blocks + slots - 1) / slots;
+    if (waves > max_waves && c != l.C) break;
+    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * slots);
+    const double score = fill * (1.0 - 0.25 / static_cast<double>(waves)) -
+                         (splits > 1 ? 0.02 + atomics_per_split * splits : 0.0);
+    if (score > best + 1e-9) {
+      best = score;
+      cps = c;
+    }
+  }
+  const int splits = (l.C + cps - 1) / cps;
 
   if (info != nullptr) {
-    info->m_tiles = kConfigs[cfg].mt;
-    info->warp_n_tiles = kConfigs[cfg].wn;
+    info->m_tiles = Config(l.bits, cfg).mt;
+    info->warp_n_tiles = Config(l.bits, cfg).wn;
     info->n_blocks = n_blocks;
     info->splits = splits;
     info->chunks_per_split = cps;

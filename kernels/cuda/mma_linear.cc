@@ -222,10 +222,11 @@ KernelFactory MmaFactory(int bits, std::string name, int priority) {
   f.name = name;
   f.backend = Backend::kCuda;
   f.priority = priority;
-  // Measured on the H100 (BENCHMARKS.md, "CUDA linear kernels"): at M = 64 the
-  // decode kernel still beats dequantize + cuBLAS on every benchmark shape;
-  // above that the dense GEMM path wins.
-  f.max_m = 64;
+  // Crossover with cuda_dequant_cublas measured on the H100 (BENCHMARKS.md,
+  // "CUDA linear kernels"; K x N 4096x4096 ... 8192x28672, int4 group 128):
+  // at M = 32 the decode kernel was faster on 3 of the 4 shapes (not on
+  // 4096x4096), at M = 64 slower on all 4.
+  f.max_m = 32;
   f.can_implement = [bits, name](const LinearSpec& spec, const Device& device) {
     return CanImplementMma(bits, name, spec, device);
   };

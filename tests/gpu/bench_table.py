@@ -3,15 +3,15 @@
 table of BENCHMARKS.md ("CUDA linear kernels").
 
 ours = the kernel the registry selects at that M (cuda_mma_w4a16 up to
-max_m = MAX_M, cuda_dequant_cublas above). floor = max(int4 bytes / copy
-bandwidth, 2MKN / cuBLAS fp16 dense rate), both measured in the same run;
-int4 bytes = K*N/2 plus the f16 group-128 scales.
+max_m, read from the benchmark's "# mma_max_m" line; cuda_dequant_cublas
+above). floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
+rate), both measured in the same run; int4 bytes = K*N/2 plus the f16
+group-128 scales.
 Usage: bench_table.py bench_cuda.csv [bench_torch.csv]
 """
 import csv
 import sys
 
-MAX_M = 64
 
 
 def read(path):
@@ -38,11 +38,14 @@ def main():
     t = {}
     for r in rows:
         t[(int(r["K"]), int(r["N"]), int(r["M"]), r["path"])] = float(r["us"])
+    max_m = int(facts.get("mma_max_m", 64))
     bw = float(facts["copy_GBps"]) * 1e9
     peak = float(facts["cublas_fp16_tflops"]) * 1e12
     print(f"Device: {facts.get('device')}, {facts.get('sms')} SMs, L2 "
           f"{int(facts.get('l2_bytes', 0)) >> 20} MiB. Copy bandwidth (read + write) "
-          f"{bw / 1e9:.0f} GB/s; cuBLAS fp16 dense 8192^3 {peak / 1e12:.0f} TFLOP/s.\n")
+          f"{bw / 1e9:.0f} GB/s (faster of cudaMemcpy {float(facts.get('copy_memcpy_GBps', 0)):.0f} "
+          f"and an SM copy kernel {float(facts.get('copy_kernel_GBps', 0)):.0f}); cuBLAS fp16 dense "
+          f"8192^3 {peak / 1e12:.0f} TFLOP/s. Selection: cuda_mma_w4a16 for M <= {max_m}.\n")
     shapes = sorted({(k, n) for (k, n, m, p) in t if m > 0}, key=lambda s: s[0] * s[1])
     print("| K x N | M | ours (µs) | kernel | floor (µs) | of floor | vs cuBLAS fp16 | "
           "vs int4pack_mm | mma / dequant+cuBLAS (µs) |")
@@ -52,7 +55,7 @@ def main():
         for m in ms:
             mma = t.get((k, n, m, "mma"))
             dq = t.get((k, n, m, "dequant_cublas"))
-            ours, name = (mma, "mma") if m <= MAX_M else (dq, "dequant_cublas")
+            ours, name = (mma, "mma") if m <= max_m else (dq, "dequant_cublas")
             if ours is None:
                 continue
             q_bytes = k * n / 2 + (k / 128) * n * 2

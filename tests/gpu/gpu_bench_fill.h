@@ -13,6 +13,9 @@ namespace qlayer::gputest {
 cudaError_t FillRandom16(void* p, size_t n, uint64_t seed, float scale, bool bf16,
                          cudaStream_t stream);
 
+// dst = src (bytes % 16 == 0) by a grid-stride kernel of `sms` * 8 blocks.
+cudaError_t CopyWithSms(const void* src, void* dst, size_t bytes, int sms, cudaStream_t stream);
+
 }  // namespace qlayer::gputest
 
 #endif  // QLAYER_TESTS_GPU_GPU_BENCH_FILL_H_

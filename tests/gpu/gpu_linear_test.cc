@@ -4,11 +4,16 @@
 // chunk, N off the 16-row tile, bias, and odd M (1, 3, 17, 67, 118, 256).
 // Outputs are poisoned (NaN) before each call, so an unwritten element fails.
 //
-// Bounds (||y - ref|| / ||ref||): 2e-3, except cuda_dequant_cublas with bf16
-// activations, 3e-3: it rounds each dequantized weight to bf16 (8 significant
-// bits, ~1.7e-3 RMS relative) before the GEMM and rounds the output again;
-// the mma kernels apply scales in fp32 and round only the output.
+// Bounds (||y - ref|| / ||ref||): 2e-3 for f16 outputs (seen: ~2.2e-4 for
+// the mma kernels, ~3.8e-4 for dequantize + cuBLAS). bf16 outputs: rounding y
+// to bf16 (8 significant bits) alone costs ~1.7e-3 RMS and fluctuates above
+// 2e-3 when few outputs form the norm (2.1e-3 seen at M = 1, N = 136), so
+// the bound is 3e-3 for the mma kernels (scales applied in fp32, only the
+// output rounded) and 4e-3 for cuda_dequant_cublas, which also rounds each
+// dequantized weight to bf16 before the GEMM (~3.1e-3 seen).
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -77,7 +82,8 @@ const std::vector<Shape>& Shapes() {
 const int64_t kMs[] = {1, 3, 17, 67, 118, 256};
 
 double Bound(absl::string_view kernel, DType act) {
-  return kernel == "cuda_dequant_cublas" && act == DType::kBF16 ? 3e-3 : 2e-3;
+  if (act != DType::kBF16) return 2e-3;
+  return kernel == "cuda_dequant_cublas" ? 4e-3 : 3e-3;
 }
 
 class CudaLinearTest : public ::testing::TestWithParam<std::tuple<WeightType, DType>> {};
@@ -87,6 +93,7 @@ TEST_P(CudaLinearTest, MatchesFloat64Reference) {
   const auto [wtype, act] = GetParam();
   const std::string mma = WeightBits(wtype) == 4 ? "cuda_mma_w4a16" : "cuda_mma_w8a16";
   uint64_t seed = Seed() + static_cast<uint64_t>(wtype) * 1000 + static_cast<uint64_t>(act) * 100;
+  std::map<std::string, double> worst;
   for (const Shape& s : Shapes()) {
     RandomWeightOptions o;
     o.K = s.K;
@@ -125,9 +132,14 @@ TEST_P(CudaLinearTest, MatchesFloat64Reference) {
         ASSERT_TRUE(st.ok()) << st;
         const double err = gputest::RelativeError(y, refs[i]);
         EXPECT_LE(err, Bound(name, act)) << "M=" << M;
-        if (M == 67) RecordProperty(absl::StrCat(name, "_err"), std::to_string(err));
+        worst[name] = std::max(worst[name], err);
       }
     }
+  }
+  for (const auto& [name, err] : worst) {
+    std::printf("%s %s act %s: max rel err %.3g (bound %.0e)\n", name.c_str(),
+                std::string(WeightTypeName(wtype)).c_str(), std::string(DTypeName(act)).c_str(),
+                err, Bound(name, act));
   }
 }
 
@@ -246,7 +258,7 @@ TEST(CudaLinearForward, ConcurrentCallersGetTheirOwnAnswers) {
     }
     for (auto& th : threads) th.join();
     for (int t = 0; t < kThreads; ++t)
-      EXPECT_LE(errs[static_cast<size_t>(t)], 2e-3) << "thread " << t;
+      EXPECT_LE(errs[static_cast<size_t>(t)], 2e-3) << "thread " << t;  // f16
   }
 }
 

@@ -3,6 +3,9 @@
 # QLAYER_CUDA=on, build the GPU targets, run the GPU correctness tests, then
 # the benchmark and its same-run PyTorch peers, and write everything to $OUT:
 #   device.txt build.log tests.log bench_cuda.csv bench_torch.csv bench_table.md
+#   (+ sanitize.log with QLAYER_GPU_SANITIZE=1: compute-sanitizer memcheck on
+#   two of the test's weight-type/dtype pairs; + bench_onewave.csv with
+#   QLAYER_GPU_COMPARE_WAVES=1: the quick benchmark with one-wave split-K)
 # Usage: tests/gpu/run.sh [--quick]     (--quick: 2 shapes, 4 values of M)
 #
 # The GPU image may lack the Debian -dev packages the whole project needs
@@ -17,7 +20,8 @@ OUT=${OUT:-$BUILD/out}
 PREBUILT=${QLAYER_GPU_PREBUILT:-}
 QUICK=""
 [[ "${1:-}" == "--quick" ]] && QUICK=--quick
-mkdir -p "$OUT"
+LOGS=$BUILD/logs
+mkdir -p "$OUT" "$LOGS"
 cd "$ROOT" || exit 1
 say() { echo "== $*"; }
 
@@ -56,16 +60,30 @@ fi
 
 say "GPU tests"
 start=$SECONDS
-"$BIN/qlayer_gpu_tests" --gtest_brief=1 >"$OUT/tests.log" 2>&1
+timeout 240 "$BIN/qlayer_gpu_tests" --gtest_brief=1 >"$OUT/tests.log" 2>&1
 tests_rc=$?
 grep -E "seed|FAILED|Failure|error|Expected|Which is|rel|PASSED|SKIPPED|tests ran" "$OUT/tests.log" | head -60
 say "tests exit $tests_rc in $((SECONDS - start)) s"
 
+if [[ "${QLAYER_GPU_SANITIZE:-0}" == 1 ]]; then
+  say "compute-sanitizer memcheck"
+  start=$SECONDS
+  timeout 180 compute-sanitizer --tool memcheck --leak-check no \
+    "$BIN/qlayer_gpu_tests" --gtest_filter='*uint4_f16*:*uint8b128_bf16*:*Concurrent*' \
+    >"$OUT/sanitize.log" 2>&1
+  echo "sanitizer exit $? in $((SECONDS - start)) s"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize.log" | head
+fi
+
 say "benchmark"
 start=$SECONDS
-"$BIN/qlayer_gpu_bench" --out="$OUT/bench_cuda.csv" $QUICK >"$OUT/bench_cuda.log" 2>&1
+timeout 300 "$BIN/qlayer_gpu_bench" --out="$OUT/bench_cuda.csv" $QUICK >"$LOGS/bench_cuda.log" 2>&1
 bench_rc=$?
-[[ $bench_rc -ne 0 ]] && tail -20 "$OUT/bench_cuda.log"
+[[ $bench_rc -ne 0 ]] && tail -20 "$LOGS/bench_cuda.log"
+if [[ "${QLAYER_GPU_COMPARE_WAVES:-0}" == 1 ]]; then
+  # The decode kernel's split-K choice limited to one wave, for comparison.
+  QLAYER_CUDA_DECODE_MAX_WAVES=1 timeout 120 "$BIN/qlayer_gpu_bench" \
+    --out="$OUT/bench_onewave.csv" --quick >"$LOGS/bench_onewave.log" 2>&1
+fi
 say "bench exit $bench_rc in $((SECONDS - start)) s"
 
 PY=python3
@@ -74,10 +92,10 @@ for p in /opt/torch/.venv/bin/python3 python3 /usr/bin/python3; do
 done
 say "PyTorch peers ($PY)"
 start=$SECONDS
-PYTHONUNBUFFERED=1 "$PY" tests/gpu/torch_peers.py --out "$OUT/bench_torch.csv" $QUICK \
-  >"$OUT/bench_torch.log" 2>&1 || tail -20 "$OUT/bench_torch.log"
+PYTHONUNBUFFERED=1 timeout 240 "$PY" tests/gpu/torch_peers.py --out "$OUT/bench_torch.csv" $QUICK \
+  >"$LOGS/bench_torch.log" 2>&1 || tail -20 "$LOGS/bench_torch.log"
 say "peers done in $((SECONDS - start)) s"
-cat "$OUT/bench_cuda.log" "$OUT/bench_torch.log" >>"$OUT/tests.log"
+cat "$LOGS/bench_cuda.log" "$LOGS/bench_torch.log" >>"$OUT/tests.log"
 
 "$PY" tests/gpu/bench_table.py "$OUT/bench_cuda.csv" "$OUT/bench_torch.csv" >"$OUT/bench_table.md"
 cat "$OUT/bench_table.md"

@@ -1,7 +1,7 @@
 // qlayer-quantize: writes a real quantized checkpoint directory in any format
 // qlayer reads, from seeded random weights or from a dense safetensors file.
 //
-//   qlayer-quantize --format gptq --bits 4 --group-size 128 --sym \
+//   qlayer-quantize --format gptq --bits 4 --group-size 128 --sym
 //       --shape model.layers.0.mlp.up_proj=11008x4096 --out /tmp/ckpt
 //
 // Flags are spelled with '-' or '_' (--group-size == --group_size); --shape

@@ -2,6 +2,7 @@
 // resolution driven by what is stored.
 #include "server/checkpoint/layer_catalog.h"
 
+#include <functional>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -38,7 +39,7 @@ TEST(GlobMatchTest, Basics) {
 // the real encoder), dense lm_head and router, norms, an embedding table.
 class CatalogTest : public ::testing::Test {
  protected:
-  void Write(const json& config) {
+  void Write(const json& config, const std::function<void(NamedTensors&)>& mutate = nullptr) {
     std::mt19937_64 rng(testing::TestSeed());
     NamedTensors t;
     std::vector<float> w(32 * 64);
@@ -60,6 +61,7 @@ class CatalogTest : public ::testing::Test {
               testing::RandomTensor(DType::kF16, {64}, rng));
     t.emplace("model.embed_tokens.weight", testing::RandomTensor(DType::kF16, {100, 64}, rng));
     t.emplace("model.layers.0.mlp.up_proj.bias", testing::RandomTensor(DType::kF16, {32}, rng));
+    if (mutate) mutate(t);
     ASSERT_TRUE(WriteCheckpoint(dir_.path(), config, t).ok());
   }
   std::unique_ptr<Checkpoint> Open() {
@@ -157,6 +159,56 @@ TEST_F(CatalogTest, QuantizedTensorsWithoutConfigAreAnError) {
   auto all = ListLinearLayers(*ckpt, *qc);
   ASSERT_FALSE(all.ok());
   EXPECT_THAT(all.status().message(), HasSubstr("no quantization_config"));
+}
+
+// Malformed module tensors: each a load error naming the layer and the role.
+TEST_F(CatalogTest, HostileModuleTensors) {
+  const std::string up = "model.layers.0.mlp.up_proj";
+  struct Case {
+    const char* what;
+    json config;
+    std::function<void(NamedTensors&)> mutate;
+    const char* substr;
+  };
+  json g64 = kGptqConfig;
+  g64["quantization_config"]["group_size"] = 64;
+  const Case cases[] = {
+      {"missing scales", kGptqConfig, [&](NamedTensors& t) { t.erase(up + ".scales"); }, "scales"},
+      {"scales of the wrong dtype", kGptqConfig,
+       [&](NamedTensors& t) {
+         const Shape shape = t.at(up + ".scales").shape();
+         t.insert_or_assign(up + ".scales", Tensor::Zeros(DType::kI32, shape));
+       },
+       "scales"},
+      {"inconsistent group size", g64, nullptr, "scales"},
+      {"qweight of the wrong dtype", kGptqConfig,
+       [&](NamedTensors& t) {
+         const Shape shape = t.at(up + ".qweight").shape();
+         t.insert_or_assign(up + ".qweight", Tensor::Zeros(DType::kF32, shape));
+       },
+       "qweight"},
+      {"truncated qzeros", kGptqConfig,
+       [&](NamedTensors& t) {
+         t.insert_or_assign(up + ".qzeros", Tensor::Zeros(DType::kI32, {1, 1}));
+       },
+       "qzeros"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    Write(c.config, c.mutate);
+    auto ckpt = Open();
+    ASSERT_NE(ckpt, nullptr);
+    auto qc = QuantConfig::Parse(ckpt->config());
+    ASSERT_TRUE(qc.ok());
+    auto layers = ListLinearLayers(*ckpt, *qc, up);
+    ASSERT_TRUE(layers.ok()) << layers.status();
+    ASSERT_EQ(layers->size(), 1u);
+    auto w = LoadLinearLayer(*ckpt, (*layers)[0]);
+    ASSERT_FALSE(w.ok()) << "loaded a module with " << c.what;
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+    EXPECT_THAT(w.status().message(), HasSubstr(up));
+    EXPECT_THAT(w.status().message(), HasSubstr(c.substr));
+  }
 }
 
 }  // namespace

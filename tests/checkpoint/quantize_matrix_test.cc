@@ -212,7 +212,9 @@ TEST_P(QuantizeMatrixTest, WriteLoadCompute) {
   // 2. Load it the way the server does.
   auto ckpt = Checkpoint::Open(ckpt_dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
-  if (c.sharded) EXPECT_GT((*ckpt)->WeightFiles().size(), 1u);
+  if (c.sharded) {
+    EXPECT_GT((*ckpt)->WeightFiles().size(), 1u);
+  }
   auto qc = QuantConfig::Parse((*ckpt)->config());
   ASSERT_TRUE(qc.ok()) << qc.status();
   auto layers = ListLinearLayers(**ckpt, *qc);
@@ -409,7 +411,9 @@ TEST_P(QuantizeMatrixTest, WriteLoadCompute) {
     EXPECT_GE(ran, 12) << "no kernel computed this layer for every activation dtype and M";
     std::cout << "[ kernels  ] " << shape.name << ": " << absl::StrJoin(ran_names, ", ")
               << std::endl;
-    if (FindLinearKernel("cpu_reference") != nullptr) EXPECT_TRUE(reference_ran);
+    if (FindLinearKernel("cpu_reference") != nullptr) {
+      EXPECT_TRUE(reference_ran);
+    }
   }
 }
 

@@ -176,6 +176,15 @@ TEST_F(SafetensorsHostileTest, TruncatedRealFile) {
   ExpectInvalid(bytes.substr(0, bytes.size() - 1), "file truncated?");
 }
 
+TEST_F(SafetensorsHostileTest, DeeplyNestedHeader) {
+  // A million nested arrays: must not overflow the stack while parsing or
+  // destroying the JSON.
+  const int depth = 1000000;
+  ExpectInvalid(
+      RawSafetensors("{\"a\": " + std::string(depth, '[') + std::string(depth, ']') + "}", ""),
+      "tensor 'a' is not a JSON object");
+}
+
 TEST_F(SafetensorsHostileTest, BadMetadata) {
   ExpectInvalid(RawSafetensors(R"({"__metadata__": {"format": 1}})", ""),
                 "__metadata__ value of 'format' is not a string");

@@ -72,6 +72,16 @@ Format Awq() {
   return f;
 }
 
+Format CompressedTensors() {
+  Format f{"compressed-tensors", {}, WeightType::kUint4, false};
+  f.scheme.format = CheckpointFormat::kCtPackQuantized;
+  f.scheme.bits = 4;
+  f.scheme.group_size = 32;
+  f.scheme.sym = false;
+  f.scheme.origin = "compressed-tensors";
+  return f;
+}
+
 std::string FreshDir(const std::string& tag) {
   static int counter = 0;
   const std::filesystem::path p = std::filesystem::path(::testing::TempDir()) /
@@ -294,6 +304,12 @@ TEST(MoECatalogTest, Qwen2MoeRoundTrip) {
 TEST(MoECatalogTest, Qwen3MoeRoundTrip) {
   RoundTrip(kQwen3, Gptq(true), 25);
   RoundTrip(kQwen3, Awq(), 26);
+}
+
+// Any format the shared decoder reads works for experts too.
+TEST(MoECatalogTest, CompressedTensorsRoundTrip) {
+  RoundTrip(kQwen2, CompressedTensors(), 33);
+  RoundTrip(kDeepseekV3, CompressedTensors(), 34);
 }
 
 TEST(MoECatalogTest, DeepseekV2RoundTrip) {

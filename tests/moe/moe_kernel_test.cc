@@ -4,10 +4,12 @@
 // without a (gated) shared expert, once with the linear kernels forced to
 // cpu_reference (exact f32 path: tight bound) and once with the default
 // selection. Outputs are poisoned before the call and guarded after.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -219,6 +221,44 @@ TEST(MoEKernelTest, EmptyBatchAndBadArguments) {
   EXPECT_FALSE((*kernel)->Forward(x.view(), r, y32.mutable_view(), ctx, nullptr).ok());
   Tensor xw = moetest::RandomActivations(3, 65, DType::kF16, rng);
   EXPECT_FALSE((*kernel)->Forward(xw.view(), r, y.mutable_view(), ctx, nullptr).ok());
+}
+
+// Forward is const and keeps its state on the call's stack: concurrent calls
+// on one prepared kernel give the single-threaded answer bit for bit.
+TEST(MoEKernelTest, ConcurrentForwardCalls) {
+  std::mt19937_64 rng(Seed() + 19);
+  RandomBlockSpec spec;
+  spec.H = 64;
+  spec.I = 96;
+  spec.shared_I = 32;
+  spec.shared_gate = true;
+  RandomBlock rb = moetest::MakeRandomBlock(spec, rng);
+  absl::StatusOr<std::unique_ptr<MoEExpertsKernel>> kernel =
+      CreateMoEKernel(rb.block, Device{}, DType::kBF16, {}, nullptr);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  const int64_t T = 9;
+  Tensor x = moetest::RandomActivations(T, spec.H, DType::kBF16, rng);
+  const Routing r = RandomRouting(T, spec.E, spec.top_k, rng);
+  Tensor want = Tensor::Zeros(DType::kBF16, {T, spec.H});
+  ExecContext ctx;
+  ASSERT_TRUE((*kernel)->Forward(x.view(), r, want.mutable_view(), ctx, nullptr).ok());
+  std::vector<Tensor> got;
+  for (int i = 0; i < 4; ++i) got.push_back(Tensor::Zeros(DType::kBF16, {T, spec.H}));
+  std::vector<absl::Status> status(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      ExecContext c;
+      for (int rep = 0; rep < 5 && status[i].ok(); ++rep) {
+        status[i] = (*kernel)->Forward(x.view(), r, got[i].mutable_view(), c, nullptr);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(status[i].ok()) << status[i];
+    EXPECT_TRUE(SameTensor(got[i].view(), want.view())) << "thread " << i;
+  }
 }
 
 TEST(MoEKernelTest, SelectionKeepsReasons) {

@@ -16,6 +16,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/tools/quantize_tool.h"
@@ -63,13 +65,22 @@ int Usage(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists the flags of this file (absl looks for a file named after
+  // the program, qlayer-quantize.cc, by default).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "qlayer_quantize_main");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "writes a quantized checkpoint directory.\n"
       "  qlayer-quantize --format awq|gptq|gptq_v2|compressed-tensors|auto-round-gptq|"
       "auto-round-awq|dense\n"
       "      --bits 4|8 --group-size G [--sym] [--act-order] [--scale-dtype f16|bf16|f32]\n"
       "      [--seed S] (--shape NAME=NxK ... | --from dense.safetensors) [--shard-bytes B]\n"
-      "      --out DIR");
+      "      --out DIR\n"
+      "Flag names take - or _ alike (--group-size == --group_size).");
   // --shape may repeat, which absl flags would collapse to the last value:
   // collect every occurrence here and hand absl the rest.
   std::vector<std::string> args;

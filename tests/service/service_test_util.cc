@@ -33,6 +33,18 @@
 extern char** environ;
 
 namespace qlayer::testing {
+namespace {
+
+// A gRPC C++ client whose channel is idle reads its socket only from the
+// backup poller, every 5 s by default. A draining server's graceful GOAWAY
+// waits for the client's PING ack, so an idle test channel would stretch
+// every server shutdown to 5 s. Set before gRPC initialises (first channel).
+const bool kFastBackupPoll = [] {
+  ::setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "50", /*overwrite=*/0);
+  return true;
+}();
+
+}  // namespace
 
 uint64_t TestSeed() {
   static const uint64_t seed = [] {
@@ -262,22 +274,28 @@ Tensor RandomInput(DType dtype, int64_t M, int64_t K, std::mt19937_64& rng) {
   return x;
 }
 
-std::vector<double> ReferenceForward(const QuantizedLinear& w, const ConstTensorView& x) {
-  const int64_t M = x.dim(0), K = w.K, N = w.N;
-  std::vector<double> wd(static_cast<size_t>(K * N));
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t n = 0; n < N; ++n) wd[k * N + n] = w.Dequant(k, n);
+Reference::Reference(const QuantizedLinear& w) : K_(w.K), N_(w.N) {
+  w_kn_.resize(static_cast<size_t>(K_ * N_));
+  for (int64_t k = 0; k < K_; ++k) {
+    for (int64_t n = 0; n < N_; ++n) w_kn_[k * N_ + n] = w.Dequant(k, n);
   }
-  std::vector<double> y(static_cast<size_t>(M * N), 0.0);
+  if (!w.bias.empty()) {
+    for (int64_t n = 0; n < N_; ++n)
+      bias_.push_back(LoadAsDouble(w.bias.data(), w.bias.dtype(), n));
+  }
+}
+
+std::vector<double> Reference::Forward(const ConstTensorView& x) const {
+  const int64_t M = x.dim(0);
+  std::vector<double> y(static_cast<size_t>(M * N_), 0.0);
   for (int64_t m = 0; m < M; ++m) {
-    for (int64_t k = 0; k < K; ++k) {
-      const double xv = LoadAsDouble(x.data, x.dtype, m * K + k);
-      for (int64_t n = 0; n < N; ++n) y[m * N + n] += xv * wd[k * N + n];
+    double* yr = y.data() + m * N_;
+    for (int64_t k = 0; k < K_; ++k) {
+      const double xv = LoadAsDouble(x.data, x.dtype, m * K_ + k);
+      const double* wr = w_kn_.data() + k * N_;
+      for (int64_t n = 0; n < N_; ++n) yr[n] += xv * wr[n];
     }
-    if (!w.bias.empty()) {
-      for (int64_t n = 0; n < N; ++n)
-        y[m * N + n] += LoadAsDouble(w.bias.data(), w.bias.dtype(), n);
-    }
+    for (size_t n = 0; n < bias_.size(); ++n) yr[n] += bias_[n];
   }
   return y;
 }

@@ -71,9 +71,20 @@ std::map<std::string, QuantizedLinear> LoadLayers(const std::string& dir);
 
 // x [M, K] in `dtype` with entries uniform in [-1, 1].
 Tensor RandomInput(DType dtype, int64_t M, int64_t K, std::mt19937_64& rng);
-// y = x W^T + b in float64 from the dequantized weight, using the exact
-// (already rounded) input values.
-std::vector<double> ReferenceForward(const QuantizedLinear& w, const ConstTensorView& x);
+// The float64 reference of one layer: its weight dequantized once.
+class Reference {
+ public:
+  explicit Reference(const QuantizedLinear& w);
+  int64_t K() const { return K_; }
+  int64_t N() const { return N_; }
+  // y = x W^T + b in float64, from the exact (already rounded) input values.
+  std::vector<double> Forward(const ConstTensorView& x) const;
+
+ private:
+  int64_t K_ = 0, N_ = 0;
+  std::vector<double> w_kn_;  // [K, N]
+  std::vector<double> bias_;  // [N] or empty
+};
 // ||y - ref|| / ||ref|| with y read in its own dtype.
 double RelativeError(const ConstTensorView& y, const std::vector<double>& ref);
 

@@ -40,6 +40,7 @@ Client::~Client() {
   std::vector<std::shared_ptr<ForwardStream>> streams;
   {
     absl::MutexLock lock(&mu_);
+    closing_ = true;
     for (auto& [key, stream] : streams_) streams.push_back(std::move(stream));
     streams_.clear();
     for (auto& stream : retired_) streams.push_back(std::move(stream));
@@ -91,6 +92,7 @@ absl::StatusOr<v1::LayerInfo> Client::DescribeLayer(absl::string_view name) {
 
 std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int lane) {
   absl::MutexLock lock(&mu_);
+  if (closing_) return nullptr;
   std::shared_ptr<ForwardStream>& slot = streams_[{layer, lane}];
   if (slot == nullptr || slot->ended()) {
     if (slot != nullptr) {
@@ -136,6 +138,10 @@ void Client::Forward(absl::string_view layer, const ConstTensorView& x, const Ca
   // and Send refuses the call, and the retry opens a fresh one.
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::shared_ptr<ForwardStream> stream = StreamFor(name, options.lane);
+    if (stream == nullptr) {
+      done(absl::CancelledError(absl::StrCat("Forward ", layer, ": the client is closing")));
+      return;
+    }
     if (stream->Send(&request, start, deadline, &done)) return;
   }
   done(absl::UnavailableError(

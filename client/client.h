@@ -106,7 +106,7 @@ class Client {
  private:
   Client(std::string address, const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);
   // The open stream of (layer, lane), opening one if there is none or the
-  // last one ended.
+  // last one ended; nullptr once the client is being destroyed.
   std::shared_ptr<ForwardStream> StreamFor(const std::string& layer, int lane);
 
   const std::string address_;
@@ -120,6 +120,9 @@ class Client {
   absl::Mutex mu_;
   std::map<std::pair<std::string, int>, std::shared_ptr<ForwardStream>> streams_
       ABSL_GUARDED_BY(mu_);
+  // Set by ~Client: a callback that calls Forward during destruction gets
+  // CANCELLED instead of a stream nobody would shut down.
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
   // Replaced streams whose OnDone may not have run yet: ~Client waits for
   // them too, so that no callback runs after it returns.
   std::vector<std::shared_ptr<ForwardStream>> retired_ ABSL_GUARDED_BY(mu_);

@@ -6,7 +6,7 @@
         y, info = c.forward("model.layers.0.mlp.down_proj", np.random.randn(1, 4096).astype(np.float16))
         print(info.kernel, info.compute_us, info.latency_us)
 
-Like the C++ client it keeps one Forward stream per layer and pipelines on
+Like the C++ client it keeps one Forward stream per (layer, lane) and pipelines on
 it: ``forward_async`` returns a ``concurrent.futures.Future`` at once, every
 request carries an id chosen here, and a reader thread matches answers by id.
 When a stream ends (server restarted, draining), every call pending on it
@@ -101,6 +101,7 @@ class _Stream:
         with self._lock:
             self.ended = True
             orphans, self._pending = self._pending, {}
+        self._requests.put(None)  # ends gRPC's request-iterator thread
         for future, _ in orphans.values():
             _settle(future, error=error)
 
@@ -180,11 +181,12 @@ class Client:
         except grpc.RpcError as e:
             raise QlayerError(e.code(), e.details()) from None
 
-    def forward_async(self, layer, x, *, dtype=None, timeout=None):
+    def forward_async(self, layer, x, *, dtype=None, timeout=None, lane=0):
         """Sends x ([M, K], or [K] for one row); the Future gives (y [M, N], ForwardInfo)
         or raises QlayerError.
         dtype: "f16" | "bf16" | "f32" on the wire (default: from x; float64 -> f32).
-        timeout (seconds) also tells the server to drop the request if still queued."""
+        timeout (seconds) also tells the server to drop the request if still queued.
+        lane: calls on different lanes of one layer use different streams."""
         request = _proto.ForwardRequest(request_id=next(self._ids), layer=layer,
                                         output_encoding=_proto.Encoding["ENCODING_DATA"])
         request.input.CopyFrom(to_wire(x, dtype))
@@ -192,7 +194,7 @@ class Client:
             request.timeout_us = max(1, int(timeout * 1e6))
         future = concurrent.futures.Future()
         for _ in range(3):  # a stream that just ended refuses; the next try opens a new one
-            stream = self._stream(layer)
+            stream = self._stream((layer, lane))
             if stream.send(request, future):
                 if timeout is not None:
                     self._expire_later(stream, request.request_id, future, timeout)
@@ -201,16 +203,16 @@ class Client:
                                           f"cannot open a Forward stream to {self.address}"))
         return future
 
-    def forward(self, layer, x, *, dtype=None, timeout=None):
+    def forward(self, layer, x, *, dtype=None, timeout=None, lane=0):
         """Blocking forward: returns (y, ForwardInfo)."""
-        return self.forward_async(layer, x, dtype=dtype, timeout=timeout).result()
+        return self.forward_async(layer, x, dtype=dtype, timeout=timeout, lane=lane).result()
 
-    def _stream(self, layer):
+    def _stream(self, key):
         with self._lock:
-            s = self._streams.get(layer)
+            s = self._streams.get(key)
             if s is None or s.ended:
                 s = _Stream(self._forward)
-                self._streams[layer] = s
+                self._streams[key] = s
             return s
 
     @staticmethod

@@ -135,6 +135,12 @@ void ServerMetrics::Build(const Model& model) {
                     .Register(*registry_);
 
   using C = absl::StatusCode;
+  open_streams_ = &prometheus::BuildGauge()
+                       .Name("qlayer_open_streams")
+                       .Help("Forward and MoEForward streams currently open")
+                       .Register(*registry_)
+                       .Add({});
+
   auto request_metrics = [&](const std::string& layer, RpcMethod method,
                              std::initializer_list<C> expected) {
     auto& h = duration.Add({{"layer", layer}, {"method", std::string(RpcMethodName(method))}},
@@ -187,6 +193,8 @@ absl::Status ServerMetrics::Serve(const std::string& listen) {
   }
   return absl::OkStatus();
 }
+
+void ServerMetrics::SetOpenStreams(size_t n) { open_streams_->Set(static_cast<double>(n)); }
 
 LayerMetrics* ServerMetrics::ForLayer(absl::string_view name) {
   auto it = layers_.find(name);

@@ -104,6 +104,9 @@ class ServerMetrics {
   RequestMetrics& list_layers() { return *list_layers_; }
   RequestMetrics& describe_layer() { return *describe_layer_; }
 
+  // qlayer_open_streams: Forward/MoEForward streams the server holds open.
+  void SetOpenStreams(size_t n);
+
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   // The text exposition of everything registered (tests, debugging).
   std::string Scrape() const;
@@ -115,6 +118,7 @@ class ServerMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  prometheus::Gauge* open_streams_ = nullptr;
   std::map<std::string, std::unique_ptr<LayerMetrics>, std::less<>> layers_;
   std::unique_ptr<RequestMetrics> unknown_forward_, unknown_moe_forward_, list_layers_,
       describe_layer_;

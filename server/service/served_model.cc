@@ -5,6 +5,7 @@ namespace qlayer {
 ServedModel::ServedModel(const Model& model, const Scheduler& scheduler, ServerMetrics& metrics,
                          ServiceOptions options)
     : model_(model), metrics_(metrics), options_(options) {
+  streams_.set_on_change([&metrics](size_t n) { metrics.SetOpenStreams(n); });
   for (const auto& layer : model.linears()) {
     ServedLayer& s = layers_[layer->name()];
     s.layer = layer.get();

@@ -7,9 +7,12 @@ namespace qlayer {
 void StreamRegistry::Add(DrainableStream* s) {
   bool drain_now;
   {
+    // on_change_ runs under the lock so that concurrent changes report
+    // their sizes in order (it only sets a gauge).
     absl::MutexLock lock(&mu_);
     streams_.insert(s);
     drain_now = draining_;
+    if (on_change_) on_change_(streams_.size());
   }
   if (drain_now) s->Drain();
 }
@@ -17,6 +20,7 @@ void StreamRegistry::Add(DrainableStream* s) {
 void StreamRegistry::Remove(DrainableStream* s) {
   absl::MutexLock lock(&mu_);
   streams_.erase(s);
+  if (on_change_) on_change_(streams_.size());
 }
 
 void StreamRegistry::DrainAll() {

@@ -4,7 +4,9 @@
 #define QLAYER_SERVER_SERVICE_STREAM_REGISTRY_H_
 
 #include <cstddef>
+#include <functional>
 #include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +27,9 @@ class DrainableStream {
 
 class StreamRegistry {
  public:
+  // Told the number of open streams after each change (metrics); optional,
+  // set before the server starts.
+  void set_on_change(std::function<void(size_t)> f) { on_change_ = std::move(f); }
   void Add(DrainableStream* s);
   void Remove(DrainableStream* s);
   // Drains every registered stream (and, through `draining()`, every stream
@@ -34,6 +39,7 @@ class StreamRegistry {
   size_t size() const;
 
  private:
+  std::function<void(size_t)> on_change_;
   mutable absl::Mutex mu_;
   std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

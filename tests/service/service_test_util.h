@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "grpcpp/channel.h"
 #include "qlayer/kernels/quantized_linear.h"
 #include "qlayer/kernels/tensor.h"
 #include "qlayer/v1/layer_service.grpc.pb.h"

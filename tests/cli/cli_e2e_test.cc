@@ -18,6 +18,7 @@
 #include "client/npy.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/checkpoint/safetensors.h"
 #include "tests/cli/cli_process_util.h"
 
 namespace qlayer {
@@ -231,6 +232,42 @@ TEST_F(CliServerTest, BenchJsonParsesAndReportsTheServerAndTheEcho) {
   EXPECT_GT(j["echo"]["requests"].get<int64_t>(), 0);
   EXPECT_EQ(j["echo"]["kernels"].begin().key(), "echo");
   EXPECT_GT(j["overhead_vs_echo_p50"].get<double>(), 0);
+}
+
+TEST_F(CliServerTest, ForwardWritesBf16AsSafetensorsAndWidensItForNpy) {
+  auto w = LoadReferenceLayer(dir_ + "/model", kDownProj);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const Tensor x = RandomActivations(DType::kF32, 2, w->K, seed_);
+  ASSERT_TRUE(WriteNpy(dir_ + "/x.npy", x.view()).ok());
+  ProgramResult r =
+      Cli(server_->address(), {"forward", "--layer", kDownProj, "--input", dir_ + "/x.npy",
+                               "--output", dir_ + "/y.safetensors", "--dtype=bf16"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto file = SafetensorsFile::Open(dir_ + "/y.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  const ConstTensorView* y = (*file)->Find("output");
+  ASSERT_NE(y, nullptr);
+  EXPECT_EQ(y->dtype, DType::kBF16);
+  // The reference sees the input as the server did: rounded to bf16.
+  auto x_bf16 = Tensor::Zeros(DType::kBF16, x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    StoreFromDouble(x_bf16.data(), DType::kBF16, i, LoadAsDouble(x.data(), x.dtype(), i));
+  }
+  auto ref = ReferenceForward(*w, x_bf16.view());
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  EXPECT_LT(RelativeError(*y, ref->view()), 1e-2);
+  // The same answer into .npy comes back as f32, exactly the bf16 values.
+  r = Cli(server_->address(), {"forward", "--layer", kDownProj, "--input", dir_ + "/y.safetensors",
+                               "--output", dir_ + "/z.npy"});
+  EXPECT_NE(r.exit_code, 0) << "y has N columns, not K: " << r.output;  // wrong K is refused
+  r = Cli(server_->address(), {"forward", "--layer", kDownProj, "--input", dir_ + "/x.npy",
+                               "--output", dir_ + "/z.npy", "--dtype=bf16"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "widened")) << r.output;
+  auto z = ReadNpy(dir_ + "/z.npy");
+  ASSERT_TRUE(z.ok()) << z.status();
+  EXPECT_EQ(z->dtype(), DType::kF32);
+  EXPECT_LT(RelativeError(z->view(), ref->view()), 1e-2);
 }
 
 TEST_F(CliServerTest, ForwardOfAnUnknownLayerFails) {

@@ -41,6 +41,8 @@ namespace {
 // every server shutdown to 5 s. Set before gRPC initialises (first channel).
 const bool kFastBackupPoll = [] {
   ::setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "50", /*overwrite=*/0);
+  // In-process model loads log per layer; keep test output to failures.
+  ::setenv("QLAYER_LOG_LEVEL", "warning", /*overwrite=*/0);
   return true;
 }();
 

@@ -28,6 +28,7 @@ struct IsaLayout {
   int64_t step_bytes;   // packed bytes per step
   int64_t act_per_row;  // activation elements per input row (AVX-512 8-bit: 2)
   float offset;         // added to q by the unpack
+  int64_t max_steps;    // steps per segment at most (4 KiB of weights per block)
 };
 
 IsaLayout LayoutFor(GemvIsa isa, int bits) {
@@ -36,11 +37,11 @@ IsaLayout LayoutFor(GemvIsa isa, int bits) {
     // row is two nibble rows (hi, paired with 16*x, and lo, with x), so one
     // real row per step; the unpack adds 16 to each nibble:
     // 16*(16+hi) + (16+lo) = q + 272.
-    return bits == 4 ? IsaLayout{64, 2, 64, 1, 16.0f} : IsaLayout{64, 1, 64, 2, 272.0f};
+    return bits == 4 ? IsaLayout{64, 2, 64, 1, 16.0f, 64} : IsaLayout{64, 1, 64, 2, 272.0f, 64};
   }
   // One 32-bit word per column holds 8 (4-bit) or 4 (8-bit) consecutive
   // rows, as in the canonical qweight; 32 columns = 128 bytes per step.
-  return IsaLayout{32, 32 / bits, 128, 1, 0.0f};
+  return IsaLayout{32, 32 / bits, 128, 1, 0.0f, 32};
 }
 
 // AVX-512 step: 64 bytes = 64 columns x 2 nibble rows. The inner loop turns
@@ -80,6 +81,23 @@ gemv::OutKind OutKindOf(DType t) {
   }
 }
 
+// OK when the CPU (and QLAYER_CPU_DISABLE) allow the ISA's inner loop.
+absl::Status CheckIsa(GemvIsa isa) {
+  const CpuFeatures& f = GetCpuFeatures();
+  const bool env = !f.disabled_by_env.empty();
+  if (isa == GemvIsa::kAvx512 && !f.avx512_bf16) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CPU lacks AVX-512 F/BW/VL/DQ + AVX512_BF16 with OS zmm state",
+                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
+  }
+  if (isa == GemvIsa::kAvx2 && !f.avx2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CPU lacks AVX2 + FMA + F16C with OS ymm state",
+                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
+  }
+  return absl::OkStatus();
+}
+
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
@@ -106,6 +124,7 @@ class QuantGemvKernel final : public LinearKernel {
 
   absl::Status Prepare(const QuantizedLinear& w, const Device& device) override {
     QLAYER_RETURN_IF_ERROR(CheckCpuDevice(device));
+    QLAYER_RETURN_IF_ERROR(CheckIsa(isa_));  // even when created without selection
     QLAYER_RETURN_IF_ERROR(w.Validate());
     if (WeightBits(w.wtype) != bits_) {
       return absl::InvalidArgumentError(
@@ -190,18 +209,27 @@ class QuantGemvKernel final : public LinearKernel {
     const int64_t groups = w.num_groups();
     std::vector<std::vector<int32_t>> rows_of(static_cast<size_t>(groups));
     for (int64_t k = 0; k < K_; ++k) rows_of[w.group_of(k)].push_back(static_cast<int32_t>(k));
+    segments_.clear();
     seg_group_.clear();
     std::vector<int32_t> perm;
+    const int64_t max_rows = layout_.max_steps * layout_.step_rows;
     for (int64_t g = 0; g < groups; ++g) {
       if (rows_of[g].empty()) continue;
       const int64_t padded = RoundUp(static_cast<int64_t>(rows_of[g].size()), layout_.step_rows);
-      gemv::Segment s;
-      s.steps = padded / layout_.step_rows;
-      s.act_offset = static_cast<int64_t>(perm.size()) * layout_.act_per_row;
+      const int64_t base = static_cast<int64_t>(perm.size());
       perm.insert(perm.end(), rows_of[g].begin(), rows_of[g].end());
       perm.resize(perm.size() + (padded - rows_of[g].size()), -1);
-      segments_.push_back(s);
-      seg_group_.push_back(g);
+      // Long groups (channel-wise) are cut into segments of at most
+      // max_steps, each with its own copy of the group's scales: a segment's
+      // weights then stay in L1 while every row tile reads them, and f32
+      // accumulators never sum more than max_rows products.
+      for (int64_t start = 0; start < padded; start += max_rows) {
+        gemv::Segment s;
+        s.steps = std::min(max_rows, padded - start) / layout_.step_rows;
+        s.act_offset = (base + start) * layout_.act_per_row;
+        segments_.push_back(s);
+        seg_group_.push_back(g);
+      }
     }
     K_pad_ = static_cast<int64_t>(perm.size());
     bool identity = K_pad_ == K_;
@@ -400,19 +428,7 @@ absl::Status QuantGemvCanImplement(GemvIsa isa, int bits, const LinearSpec& spec
         "handles ", bits, "-bit weights (", bits == 4 ? "uint4, uint4b8" : "uint8, uint8b128",
         "), not ", WeightTypeName(spec.wtype)));
   }
-  const CpuFeatures& f = GetCpuFeatures();
-  const bool env = !f.disabled_by_env.empty();
-  if (isa == GemvIsa::kAvx512 && !f.avx512_bf16) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CPU lacks AVX-512 F/BW/VL/DQ + AVX512_BF16 with OS zmm state",
-                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
-  }
-  if (isa == GemvIsa::kAvx2 && !f.avx2) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CPU lacks AVX2 + FMA + F16C with OS ymm state",
-                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
-  }
-  return absl::OkStatus();
+  return CheckIsa(isa);
 }
 
 }  // namespace qlayer

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "qlayer/kernels/registry.h"
 
@@ -142,6 +143,55 @@ TEST(KernelSelection, CudaDeviceGetsNoCpuKernel) {
   sel = SelectLinearKernel(DenseSpec(), Device{Backend::kCuda, 0}, opt);
   ASSERT_FALSE(sel.ok());
   EXPECT_TRUE(absl::StrContains(sel.status().message(), "cuda:0")) << sel.status();
+}
+
+// The CPU has AVX2 (and QLAYER_CPU_DISABLE does not hide it).
+bool HasAvx2() {
+  return FindLinearKernel("cpu_avx2_w4a16")->can_implement(Uint4Spec(), kCpu).ok();
+}
+
+// Small M goes to the ISA GEMV kernel (up to its measured crossover), the
+// rest to oneDNN.
+TEST(KernelSelection, SmallMGoesToGemvKernel) {
+  if (!HasAvx2()) GTEST_SKIP() << "CPU without AVX2: only oneDNN and the reference run here";
+  for (WeightType wt : {WeightType::kUint4, WeightType::kUint8b128}) {
+    LinearSpec spec = Uint4Spec();
+    spec.wtype = wt;
+    spec.zero_points = wt == WeightType::kUint4;
+    absl::StatusOr<Selection> sel = SelectLinearKernel(spec, kCpu);
+    ASSERT_TRUE(sel.ok()) << sel.status();
+    ASSERT_EQ(sel->chosen.size(), 2u);
+    const std::string bits = WeightBits(wt) == 4 ? "w4a16" : "w8a16";
+    // AVX-512 when the CPU has it and QLAYER_CPU_DISABLE does not hide it.
+    const bool avx512 =
+        FindLinearKernel(absl::StrCat("cpu_avx512_", bits))->can_implement(spec, kCpu).ok();
+    const std::string isa = avx512 ? "avx512" : "avx2";
+    EXPECT_EQ(sel->chosen[0].factory->name, absl::StrCat("cpu_", isa, "_", bits));
+    EXPECT_GE(sel->chosen[0].max_m, 4);
+    EXPECT_LT(sel->chosen[0].max_m, kUnboundedM);
+    EXPECT_EQ(sel->chosen[1].factory->name, "onednn_dense");
+  }
+}
+
+// With the AVX-512 kernel disabled (as --disabled_kernels does), the AVX2
+// one takes its place.
+TEST(KernelSelection, Avx2TakesOverWhenAvx512IsDisabled) {
+  if (!HasAvx2()) GTEST_SKIP() << "CPU without AVX2";
+  SelectOptions opt;
+  opt.disabled_kernels = {"cpu_avx512_w4a16"};
+  absl::StatusOr<Selection> sel = SelectLinearKernel(Uint4Spec(), kCpu, opt);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  EXPECT_EQ(sel->chosen[0].factory->name, "cpu_avx2_w4a16");
+  EXPECT_EQ(sel->chosen.back().factory->name, "onednn_dense");
+}
+
+TEST(KernelSelection, GemvKernelsExplainWrongBits) {
+  const KernelFactory* f = FindLinearKernel("cpu_avx2_w8a16");
+  ASSERT_NE(f, nullptr);
+  absl::Status s = f->can_implement(Uint4Spec(), kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "8-bit")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "uint4")) << s;
 }
 
 }  // namespace

@@ -25,6 +25,8 @@ namespace {
 
 constexpr int kBlockN = 32;
 constexpr int kTileRows = 3;
+// Software prefetch distance in the weight stream (as in the AVX-512 loop).
+constexpr int kPrefetchBytes = 2048;
 
 inline __m256 LoadScales(const uint8_t* p, ScaleKind kind, int j) {
   switch (kind) {
@@ -68,6 +70,8 @@ void SegmentTile(const Args& a, const Segment& seg, const uint8_t* block, int64_
   const __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
   const uint8_t* w = block + seg.weight_offset;
   for (int64_t p = 0; p < seg.steps; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + 128 * p + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 128 * p + kPrefetchBytes + 64), _MM_HINT_T0);
 #pragma GCC unroll 16
     for (int j = 0; j < 4; ++j) {
       __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 128 * p) + j);

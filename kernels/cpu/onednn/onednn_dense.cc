@@ -4,8 +4,8 @@
 // quantized CPU kernel is measured against.
 //
 // Weight precision (a choice, documented here):
-//   - f32 scales (or an f32 dense weight): weights kept in f32, activations
-//     computed in f32.
+//   - f32 scales (or an f32 dense weight), or a CPU where oneDNN has no bf16
+//     matmul (AVX2 only): weights kept in f32, activations computed in f32.
 //   - f16 / bf16 scales or dense weight: weights kept in bf16. (q - z) * s is
 //     rounded once to bf16 (8 significant bits, ~2e-3 relative error per
 //     weight), activations of any dtype are rounded to bf16 too. That halves
@@ -51,6 +51,25 @@ constexpr size_t kMaxCachedPrimitives = 512;
 // A representative M for choosing the weight layout; see the file comment.
 constexpr int64_t kLayoutProbeM = 64;
 
+// Whether this oneDNN can run a bf16 matmul on this CPU: it needs AVX-512
+// (native AVX512_BF16, or emulated on AVX512 core); on AVX2-only CPUs oneDNN
+// 2.6 has no bf16 matmul at all, and onednn_dense computes in f32 there.
+bool HasBf16Matmul() {
+  static const bool ok = [] {
+    try {
+      dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+      dnnl::memory::desc src({8, 64}, dt::bf16, tag::ab);
+      dnnl::memory::desc wei({64, 64}, dt::bf16, tag::any);
+      dnnl::memory::desc dst({8, 64}, dt::f32, tag::ab);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), eng);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 dt ToDnnl(DType t) {
   switch (t) {
     case DType::kBF16:
@@ -74,7 +93,11 @@ class OnednnDenseKernel final : public LinearKernel {
     K_ = w.K;
     N_ = w.N;
     const DType stored = w.wtype == WeightType::kDense ? w.dense.dtype() : w.scales.dtype();
-    compute_ = stored == DType::kF32 ? DType::kF32 : DType::kBF16;
+    compute_ = stored == DType::kF32 || !HasBf16Matmul() ? DType::kF32 : DType::kBF16;
+
+    bias_.assign(static_cast<size_t>(N_), 0.0f);
+    has_bias_ = !w.bias.empty();
+    if (has_bias_) ConvertToF32(w.bias.data(), w.bias.dtype(), N_, bias_.data());
 
     // Dequantize to a plain [K, N] f32 matrix, then round to the compute type.
     std::vector<float> wf(static_cast<size_t>(K_ * N_));
@@ -86,11 +109,6 @@ class OnednnDenseKernel final : public LinearKernel {
       ConvertFromF32(wf.data(), K_ * N_, DType::kBF16, wb.data());
       plain_data = wb.data();
     }
-
-    bias_.assign(static_cast<size_t>(N_), 0.0f);
-    has_bias_ = !w.bias.empty();
-    if (has_bias_) ConvertToF32(w.bias.data(), w.bias.dtype(), N_, bias_.data());
-
     try {
       const dt wdt = ToDnnl(compute_);
       dnnl::memory::desc src({kLayoutProbeM, K_}, wdt, tag::ab);

@@ -7,7 +7,7 @@ QLAYER_DEBIAN_PACKAGES=(
   libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libdnnl-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-numpy python3-grpcio curl
+  python3-numpy python3-grpcio python3-torch curl
 )
 missing=()
 for p in "${QLAYER_DEBIAN_PACKAGES[@]}"; do

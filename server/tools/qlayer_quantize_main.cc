@@ -6,6 +6,10 @@
 //
 // Flags are spelled with '-' or '_' (--group-size == --group_size); --shape
 // may be repeated or given a comma-separated list.
+//
+//   qlayer-quantize --format compressed-tensors --moe deepseek_v3 --layers-moe 1
+//       --hidden 256 --intermediate 128 --experts 16 --topk 4
+//       --shared-intermediate 256 --n-group 4 --topk-group 2 --out /tmp/moe
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -39,6 +43,28 @@ ABSL_FLAG(std::string, keep_dense, "", "with --from: glob of modules to leave de
 ABSL_FLAG(bool, bias, false, "random mode: give each layer a random bias");
 ABSL_FLAG(int64_t, shard_bytes, 0, "shard model-0000i-of-0000n.safetensors above this size");
 ABSL_FLAG(std::string, out, "", "checkpoint directory to write");
+ABSL_FLAG(std::string, moe, "",
+          "also write random MoE blocks in this family's naming and config: mixtral | "
+          "qwen2_moe | qwen3_moe | deepseek_v2 | deepseek_v3");
+ABSL_FLAG(std::string, layers_moe, "",
+          "with --moe: decoder layers holding a block, e.g. 1,3 or 0-3");
+ABSL_FLAG(int64_t, hidden, 0, "with --moe: hidden size H");
+ABSL_FLAG(int64_t, intermediate, 0, "with --moe: intermediate size I of each routed expert");
+ABSL_FLAG(int64_t, experts, 0, "with --moe: routed experts E");
+ABSL_FLAG(int32_t, topk, 0, "with --moe: experts per token k (num_experts_per_tok)");
+ABSL_FLAG(int64_t, shared_intermediate, 0,
+          "with --moe qwen2_moe: shared_expert width; deepseek_*: n_shared_experts x I (0 = "
+          "no shared expert)");
+ABSL_FLAG(int64_t, n_group, 1, "with --moe deepseek_*: expert groups (grouped top-k)");
+ABSL_FLAG(int64_t, topk_group, 1, "with --moe deepseek_*: groups kept per token");
+ABSL_FLAG(std::string, topk_method, "",
+          "with --moe deepseek_v2: greedy | group_limited_greedy (default: grouped when "
+          "--n-group > 1); deepseek_v3 is noaux_tc");
+ABSL_FLAG(std::string, routed_scaling_factor, "",
+          "with --moe deepseek_*: routed_scaling_factor (default 1, V3 2.5)");
+ABSL_FLAG(std::string, norm_topk_prob, "",
+          "with --moe qwen*/deepseek_*: true | false (default: the family's; a bare "
+          "--norm-topk-prob means true, --no-norm-topk-prob false)");
 ABSL_FLAG(std::string, dump_canonical, "",
           "(testing) also write the canonical tensors that were encoded, and the source "
           "weights, to this .safetensors file");
@@ -80,6 +106,13 @@ int main(int argc, char** argv) {
       "      --bits 4|8 --group-size G [--sym] [--act-order] [--scale-dtype f16|bf16|f32]\n"
       "      [--seed S] (--shape NAME=NxK ... | --from dense.safetensors) [--shard-bytes B]\n"
       "      --out DIR\n"
+      "MoE blocks (random, alone or with --shape):\n"
+      "  --moe mixtral|qwen2_moe|qwen3_moe|deepseek_v2|deepseek_v3 --layers-moe 1,3\n"
+      "      --hidden H --intermediate I --experts E --topk k [--shared-intermediate Is]\n"
+      "      [--n-group g --topk-group tg] [--topk-method M] [--routed-scaling-factor f]\n"
+      "      [--norm-topk-prob | --no-norm-topk-prob]\n"
+      "  Experts are quantized in --format; router gates and shared_expert_gate stay dense\n"
+      "  (listed in the format's ignore list), named as the family names them.\n"
       "Flag names take - or _ alike (--group-size == --group_size).");
   // --shape may repeat, which absl flags would collapse to the last value:
   // collect every occurrence here and hand absl the rest.
@@ -87,6 +120,11 @@ int main(int argc, char** argv) {
   std::string shapes;
   for (int i = 0; i < argc; ++i) {
     std::string a = i == 0 ? std::string(argv[0]) : NormalizeFlag(argv[i]);
+    // A bare boolean spelling for the tri-state --norm-topk-prob.
+    if (a == "--norm_topk_prob" || a == "--no_norm_topk_prob") {
+      args.push_back(a == "--norm_topk_prob" ? "--norm_topk_prob=true" : "--norm_topk_prob=false");
+      continue;
+    }
     if (a == "--shape" || a == "-shape") {
       if (i + 1 >= argc) return Usage("--shape needs a value");
       absl::StrAppend(&shapes, shapes.empty() ? "" : ",", argv[++i]);
@@ -144,6 +182,39 @@ int main(int argc, char** argv) {
   o.bias = absl::GetFlag(FLAGS_bias);
   o.shard_bytes = absl::GetFlag(FLAGS_shard_bytes);
   if (o.shard_bytes < 0) return Usage("--shard-bytes must be >= 0");
+  const std::string moe = absl::GetFlag(FLAGS_moe);
+  if (!moe.empty()) {
+    qlayer::MoEToolSpec m;
+    m.family = moe;
+    auto layers = qlayer::ParseLayerList(absl::GetFlag(FLAGS_layers_moe));
+    if (!layers.ok()) return Usage(std::string(layers.status().message()));
+    m.layers = *std::move(layers);
+    m.hidden = absl::GetFlag(FLAGS_hidden);
+    m.intermediate = absl::GetFlag(FLAGS_intermediate);
+    m.experts = absl::GetFlag(FLAGS_experts);
+    m.top_k = absl::GetFlag(FLAGS_topk);
+    m.shared_intermediate = absl::GetFlag(FLAGS_shared_intermediate);
+    m.n_group = absl::GetFlag(FLAGS_n_group);
+    m.topk_group = absl::GetFlag(FLAGS_topk_group);
+    m.topk_method = absl::GetFlag(FLAGS_topk_method);
+    const std::string rsf = absl::GetFlag(FLAGS_routed_scaling_factor);
+    if (!rsf.empty()) {
+      double v = 0;
+      if (!absl::SimpleAtod(rsf, &v)) {
+        return Usage(absl::StrCat("--routed-scaling-factor '", rsf, "': not a number"));
+      }
+      m.routed_scaling_factor = v;
+    }
+    const std::string norm = absl::GetFlag(FLAGS_norm_topk_prob);
+    if (norm == "true" || norm == "false") {
+      m.norm_topk_prob = norm == "true";
+    } else if (!norm.empty()) {
+      return Usage(absl::StrCat("--norm-topk-prob '", norm, "': true or false"));
+    }
+    o.moe = std::move(m);
+  } else if (!absl::GetFlag(FLAGS_layers_moe).empty()) {
+    return Usage("--layers-moe needs --moe FAMILY");
+  }
   o.out = absl::GetFlag(FLAGS_out);
   o.dump_canonical = absl::GetFlag(FLAGS_dump_canonical);
 

@@ -1,7 +1,7 @@
 #include "server/tools/quantize_tool.h"
 
 #include <cmath>
-#include <random>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -18,35 +18,13 @@
 #include "server/checkpoint/layer_catalog.h"
 #include "server/checkpoint/quant_config.h"
 #include "server/checkpoint/safetensors.h"
+#include "server/tools/moe_checkpoint.h"
+#include "server/tools/normal_rng.h"
 
 namespace qlayer {
 namespace {
 
 using json = nlohmann::json;
-
-// SplitMix64: decorrelates the per-layer seeds derived from --seed.
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Normal draws from raw mt19937_64 output (Box-Muller), so a seed gives the
-// same weights whatever the standard library's distributions do.
-class NormalRng {
- public:
-  explicit NormalRng(uint64_t seed) : gen_(seed) {}
-  double Uniform() { return static_cast<double>(gen_() >> 11) * 0x1.0p-53; }
-  double Normal() {
-    const double u1 = std::max(Uniform(), 1e-300);
-    const double u2 = Uniform();
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-  }
-
- private:
-  std::mt19937_64 gen_;
-};
 
 const char* TorchDtype(DType t) {
   switch (t) {
@@ -91,6 +69,9 @@ Tensor ToDType(const float* v, const Shape& shape, DType dtype) {
 struct Job {
   std::string name;
   int64_t N = 0, K = 0;
+  // Index of the job whose act-order permutation this one reuses (itself
+  // unless it reads the same input as an earlier job).
+  size_t perm_job = 0;
   std::vector<float> weight;  // [N, K]
   Tensor bias;                // empty = none
 };
@@ -117,17 +98,26 @@ absl::StatusOr<QuantizedLinear> Canonical(const QuantizeToolOptions& o, const Jo
   return w;
 }
 
-// Random-mode jobs, one per --shape.
-std::vector<Job> RandomJobs(const QuantizeToolOptions& o) {
+// Random-mode jobs, one per --shape, then one per MoE expert projection
+// (never with a bias: no family's experts have one).
+std::vector<Job> RandomJobs(const QuantizeToolOptions& o, const std::vector<MoELinear>& moe) {
+  std::vector<LayerShapeSpec> all = o.shapes;
+  for (const MoELinear& l : moe) all.push_back({l.name, l.N, l.K});
   std::vector<Job> jobs;
-  for (size_t i = 0; i < o.shapes.size(); ++i) {
-    const LayerShapeSpec& s = o.shapes[i];
+  std::map<int64_t, size_t> first_of_input;  // MoELinear::shared_input -> job
+  for (size_t i = 0; i < all.size(); ++i) {
+    const LayerShapeSpec& s = all[i];
     Job job;
     job.name = s.name;
+    job.perm_job = i;
+    if (i >= o.shapes.size()) {
+      const int64_t input = moe[i - o.shapes.size()].shared_input;
+      if (input >= 0) job.perm_job = first_of_input.emplace(input, i).first->second;
+    }
     job.N = s.N;
     job.K = s.K;
     job.weight = RandomWeight(s.N, s.K, SplitMix(o.seed ^ (2 * i + 1)));
-    if (o.bias) {
+    if (o.bias && i < o.shapes.size()) {
       NormalRng rng(SplitMix(o.seed ^ (2 * i + 2)));
       std::vector<float> b(static_cast<size_t>(s.N));
       for (float& x : b) x = static_cast<float>(0.1 * rng.Normal());
@@ -161,6 +151,7 @@ absl::Status FromFileJobs(const QuantizeToolOptions& o, std::vector<Job>& jobs,
     }
     Job job;
     job.name = name;
+    job.perm_job = jobs.size();
     job.N = v->dim(0);
     job.K = v->dim(1);
     job.weight.resize(static_cast<size_t>(job.N * job.K));
@@ -243,17 +234,29 @@ absl::StatusOr<std::vector<LayerShapeSpec>> ParseLayerShapes(absl::string_view t
 
 absl::Status RunQuantizeTool(const QuantizeToolOptions& o, std::ostream& log) {
   if (o.out.empty()) return absl::InvalidArgumentError("--out DIR is required");
-  if (o.shapes.empty() == o.from.empty()) {
-    return absl::InvalidArgumentError("give either --shape NAME=NxK ... or --from FILE");
+  const bool random_mode = !o.shapes.empty() || o.moe.has_value();
+  if (random_mode == !o.from.empty()) {
+    return absl::InvalidArgumentError(
+        "give either --shape NAME=NxK ... and/or --moe FAMILY ..., or --from FILE");
   }
   if (o.scale_dtype != DType::kF16 && o.scale_dtype != DType::kBF16 &&
       o.scale_dtype != DType::kF32) {
     return absl::InvalidArgumentError("--scale-dtype must be f16, bf16 or f32");
   }
+  MoEModules moe;
+  if (o.moe.has_value()) {
+    QLAYER_ASSIGN_OR_RETURN(moe, BuildMoEModules(*o.moe, o.scale_dtype, o.seed));
+  }
   std::set<std::string> seen;
   for (const LayerShapeSpec& s : o.shapes) {
     if (!seen.insert(s.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("--shape names ", s.name, " twice"));
+    }
+  }
+  for (const MoELinear& l : moe.linears) {
+    if (seen.count(l.name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--shape names ", l.name, ", which the --moe block stores"));
     }
   }
   QLAYER_ASSIGN_OR_RETURN(json qc,
@@ -263,13 +266,16 @@ absl::Status RunQuantizeTool(const QuantizeToolOptions& o, std::ostream& log) {
   std::vector<std::string> dense_modules;
   NamedTensors tensors;
   if (o.from.empty()) {
-    jobs = RandomJobs(o);
+    jobs = RandomJobs(o, moe.linears);
+    dense_modules = moe.dense_modules;
+    for (auto& [name, t] : moe.dense) tensors.emplace(name, std::move(t));
   } else {
     QLAYER_RETURN_IF_ERROR(FromFileJobs(o, jobs, dense_modules, tensors));
   }
   MarkDense(o, dense_modules, jobs, qc);
 
-  json config = {{"torch_dtype", TorchDtype(o.scale_dtype)}};
+  json config = moe.config.is_null() ? json::object() : moe.config;
+  config["torch_dtype"] = TorchDtype(o.scale_dtype);
   if (!qc.is_null()) config["quantization_config"] = qc;
   config["_qlayer_quantize"] = {{"format", o.format},
                                 {"bits", o.bits},
@@ -278,6 +284,16 @@ absl::Status RunQuantizeTool(const QuantizeToolOptions& o, std::ostream& log) {
                                 {"act_order", o.act_order},
                                 {"seed", o.seed},
                                 {"source", o.from.empty() ? "random" : o.from}};
+  if (o.moe.has_value()) {
+    const MoEToolSpec& m = *o.moe;
+    config["_qlayer_quantize"]["moe"] = {{"family", m.family},
+                                         {"layers", m.layers},
+                                         {"hidden", m.hidden},
+                                         {"intermediate", m.intermediate},
+                                         {"experts", m.experts},
+                                         {"top_k", m.top_k},
+                                         {"shared_intermediate", m.shared_intermediate}};
+  }
   // Resolve each module's scheme through the loader's own reading of the
   // config just built: what is written is what Checkpoint readers will see.
   QLAYER_ASSIGN_OR_RETURN(QuantConfig reader, QuantConfig::Parse(config));
@@ -290,7 +306,8 @@ absl::Status RunQuantizeTool(const QuantizeToolOptions& o, std::ostream& log) {
     QLAYER_ASSIGN_OR_RETURN(
         LayerScheme scheme,
         reader.SchemeFor(job.name, /*has_quantized_tensors=*/o.format != "dense"));
-    absl::StatusOr<QuantizedLinear> canonical = Canonical(o, job, SplitMix(o.seed + 977 * i));
+    absl::StatusOr<QuantizedLinear> canonical =
+        Canonical(o, job, SplitMix(o.seed + 977 * job.perm_job));
     if (!canonical.ok()) {
       return absl::Status(canonical.status().code(),
                           absl::StrCat("layer ", job.name, " [", job.N, " x ", job.K,
@@ -323,6 +340,13 @@ absl::Status RunQuantizeTool(const QuantizeToolOptions& o, std::ostream& log) {
     }
   }
   for (const std::string& m : dense_modules) log << "  " << m << " kept dense\n";
+  for (const std::string& b : moe.blocks) {
+    log << "  MoE block " << b << " (" << o.moe->family << "): " << o.moe->experts
+        << " experts, top-" << o.moe->top_k << ", H=" << o.moe->hidden
+        << " I=" << o.moe->intermediate;
+    if (o.moe->shared_intermediate > 0) log << ", shared I=" << o.moe->shared_intermediate;
+    log << "\n";
+  }
 
   QLAYER_RETURN_IF_ERROR(WriteCheckpoint(o.out, config, tensors, o.shard_bytes));
   if (!o.dump_canonical.empty()) {

@@ -8,6 +8,7 @@
 #define QLAYER_SERVER_TOOLS_QUANTIZE_TOOL_H_
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "qlayer/kernels/dtype.h"
+#include "server/tools/moe_checkpoint.h"
 
 namespace qlayer {
 
@@ -37,6 +39,7 @@ struct QuantizeToolOptions {
   DType scale_dtype = DType::kF16;  // also the dense weights' and config's torch_dtype
   uint64_t seed = 0;
   std::vector<LayerShapeSpec> shapes;  // random weights for these modules
+  std::optional<MoEToolSpec> moe;      // random MoE blocks (with or without shapes)
   std::string from;                    // or: a dense .safetensors file
   std::string layers_glob;             // with --from: modules to quantize ("" = all)
   std::string keep_dense_glob;         // with --from: modules left dense

@@ -43,6 +43,7 @@ CpuFeatures Detect() {
   f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
   f.avx512_bf16 = f.avx512 && avx512bf16;
   f.avx512_vnni = f.avx512 && avx512vnni;
+  f.hw_avx512_bf16 = f.avx512_bf16;
 
   if (const char* env = std::getenv("QLAYER_CPU_DISABLE")) {
     f.disabled_by_env = env;

@@ -13,6 +13,9 @@ struct CpuFeatures {
   bool avx512 = false;  // F, BW, VL, DQ, and the OS saving zmm / opmask state
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
+  // AVX512_BF16 in hardware, whatever QLAYER_CPU_DISABLE hides from our
+  // kernels: it is what oneDNN's bf16 matmul runs on.
+  bool hw_avx512_bf16 = false;
   // The environment can hide features (QLAYER_CPU_DISABLE=avx512,avx2) to
   // exercise fallbacks on a machine that has them.
   std::string disabled_by_env;

@@ -1,16 +1,26 @@
 // The registered W4A16 / W8A16 GEMV kernels for few rows. Each serves M up
 // to its max_m, the crossover with onednn_dense measured on the 2-core
-// AMD EPYC (Zen 5) CI machine by kernels/cpu/bench (BENCHMARKS.md, "CPU
-// linear kernels"); beyond it the dequantized bf16 GEMM wins.
+// AMD EPYC (Zen 5) CI machine with `qlayer_cpu_linear_bench
+// --qlayer_crossover` (BENCHMARKS.md, "CPU linear kernels"); beyond it the
+// dequantized GEMM is as fast or faster and takes the rows.
+#include "cpu/cpu_features.h"
 #include "cpu/quant_gemv_kernel.h"
 #include "qlayer/kernels/registry.h"
 
 namespace qlayer {
 namespace {
 
-// Rows up to which the GEMV kernels beat onednn_dense (see file comment).
+// cpu_avx512_w4a16 against oneDNN bf16, one thread, CPU time: 4.6-5.1x at
+// M = 2, 1.3-1.6x at 16, 1.05-1.2x at 32, 0.9-1.07x at 48-128 (both
+// compute-bound on vdpbf16ps), oneDNN ahead at 192-256 on two of three
+// shapes. Past 32 the GEMV kernel no longer pays for itself.
 constexpr int64_t kAvx512MaxM = 32;
-constexpr int64_t kAvx2MaxM = 16;
+// cpu_avx2_w4a16 serves an AVX2 CPU, where oneDNN 2.6 has no bf16 matmul
+// and onednn_dense runs f32 (measured with ONEDNN_MAX_CPU_ISA=AVX2): 4.3-5.0x
+// at M = 2, 1.5x at 16, 1.0-1.5x at 64. Where the hardware has AVX512_BF16
+// (the AVX2 kernel then runs only if the AVX-512 one is disabled), oneDNN's
+// bf16 matmul overtakes it between M = 1 (1.4-2.7x) and M = 4 (0.6-0.8x).
+int64_t Avx2MaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 2 : 64; }
 
 KernelFactory GemvFactory(const char* name, GemvIsa isa, int bits, int priority, int64_t max_m) {
   KernelFactory f;
@@ -35,10 +45,10 @@ KernelFactory CpuAvx512W8A16KernelFactory() {
   return GemvFactory("cpu_avx512_w8a16", GemvIsa::kAvx512, 8, 11, kAvx512MaxM);
 }
 KernelFactory CpuAvx2W4A16KernelFactory() {
-  return GemvFactory("cpu_avx2_w4a16", GemvIsa::kAvx2, 4, 20, kAvx2MaxM);
+  return GemvFactory("cpu_avx2_w4a16", GemvIsa::kAvx2, 4, 20, Avx2MaxM());
 }
 KernelFactory CpuAvx2W8A16KernelFactory() {
-  return GemvFactory("cpu_avx2_w8a16", GemvIsa::kAvx2, 8, 21, kAvx2MaxM);
+  return GemvFactory("cpu_avx2_w8a16", GemvIsa::kAvx2, 8, 21, Avx2MaxM());
 }
 
 }  // namespace qlayer

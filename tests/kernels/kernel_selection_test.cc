@@ -167,7 +167,7 @@ TEST(KernelSelection, SmallMGoesToGemvKernel) {
         FindLinearKernel(absl::StrCat("cpu_avx512_", bits))->can_implement(spec, kCpu).ok();
     const std::string isa = avx512 ? "avx512" : "avx2";
     EXPECT_EQ(sel->chosen[0].factory->name, absl::StrCat("cpu_", isa, "_", bits));
-    EXPECT_GE(sel->chosen[0].max_m, 4);
+    EXPECT_GE(sel->chosen[0].max_m, 2);  // at least decode of one or two rows
     EXPECT_LT(sel->chosen[0].max_m, kUnboundedM);
     EXPECT_EQ(sel->chosen[1].factory->name, "onednn_dense");
   }

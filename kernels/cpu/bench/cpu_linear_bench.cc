@@ -183,6 +183,13 @@ Copies& GetCopies(int shape_index, const std::string& kernel, int bits) {
 
 double g_bandwidth[2];  // [0]: 1 thread, [1]: all threads; bytes/s
 int g_repetitions = 5;
+bool g_use_cpu_time = false;  // rank by the calling thread's CPU time
+
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // Every call's time, per benchmark, over all its repetitions.
 struct Series {
@@ -245,8 +252,10 @@ void RunKernel(benchmark::State& state, int shape, int64_t M, int threads,
   size_t i = 0;
   for (auto _ : state) {
     const auto t0 = Clock::now();
+    const double c0 = g_use_cpu_time ? ThreadCpuSeconds() : 0.0;
     absl::Status st = c.kernels[i]->Forward(x.view(), y.mutable_view(), ctx);
-    calls.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    calls.push_back(g_use_cpu_time ? ThreadCpuSeconds() - c0
+                                   : std::chrono::duration<double>(Clock::now() - t0).count());
     if (!st.ok()) {
       state.SkipWithError(std::string(st.message()).c_str());
       return;
@@ -309,9 +318,9 @@ std::string MarkdownTable() {
                   absl::StrFormat("%.1f GB/s with 1 thread, %.1f GB/s with all",
                                   g_bandwidth[0] / 1e9, g_bandwidth[1] / 1e9),
                   ".\n\n");
-  absl::StrAppend(&out,
+  absl::StrAppend(&out, g_use_cpu_time ? "Times are the calling thread's CPU time.\n\n" : "",
                   "| K x N | M | threads | kernel | p10 time (us) | median (us) | GB/s | of floor "
-                  "| vs oneDNN bf16 |\n"
+                  "| vs oneDNN |\n"
                   "|---|---|---|---|---|---|---|---|---|\n");
   std::vector<const Series*> rows;
   for (const Series& r : *g_series) rows.push_back(&r);
@@ -327,9 +336,14 @@ std::string MarkdownTable() {
     const std::string vs = (peer && r->kernel != "onednn_dense")
                                ? absl::StrFormat("%.2fx", peer->Seconds() / sec)
                                : "";
-    const std::string kernel = r->bits == 8 ? absl::StrCat(r->kernel, " (uint8b128)")
-                               : r->kernel == "onednn_dense" ? std::string("onednn_dense (bf16)")
-                                                             : absl::StrCat(r->kernel, " (uint4)");
+    // onednn_dense holds bf16 (2 bytes a weight), or f32 where oneDNN has no
+    // bf16 matmul (ONEDNN_MAX_CPU_ISA=AVX2 emulates such a CPU).
+    const bool f32_peer = r->bytes >= 4 * s.K * s.N;
+    const std::string kernel =
+        r->bits == 8 ? absl::StrCat(r->kernel, " (uint8b128)")
+        : r->kernel == "onednn_dense"
+            ? std::string(f32_peer ? "onednn_dense (f32)" : "onednn_dense (bf16)")
+            : absl::StrCat(r->kernel, " (uint4)");
     absl::StrAppend(
         &out,
         absl::StrFormat("| %dx%d | %d | %s | %s | %.0f | %.0f | %.1f | %.0f%% | %s |\n", s.K, s.N,
@@ -370,17 +384,26 @@ int main(int argc, char** argv) {
   std::printf("DRAM read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n",
               g_bandwidth[0] / 1e9, g_bandwidth[1] / 1e9, all);
 
-  const std::vector<std::string> gemv = {"cpu_avx512_w4a16", "cpu_avx2_w4a16"};
+  // --qlayer_crossover: where the GEMV kernel stops beating oneDNN, one
+  // thread, judged by thread CPU time (both are compute-bound there, scale
+  // alike over threads, and CPU time ignores preemption on a shared machine).
+  const std::vector<std::string> gemv =
+      crossover ? std::vector<std::string>{Available("cpu_avx512_w4a16", 4) ? "cpu_avx512_w4a16"
+                                                                            : "cpu_avx2_w4a16"}
+                : std::vector<std::string>{"cpu_avx512_w4a16", "cpu_avx2_w4a16"};
+  g_use_cpu_time = crossover;
   for (int shape = 0; shape < 3; ++shape) {
-    const std::vector<int64_t> ms = crossover ? std::vector<int64_t>{8, 16, 24, 32, 48, 64, 96, 128}
-                                              : std::vector<int64_t>{1, 4, 16, 64, 256};
+    const std::vector<int64_t> ms =
+        crossover ? std::vector<int64_t>{2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256}
+                  : std::vector<int64_t>{1, 4, 16, 64, 256};
+    std::vector<int> thread_counts = {1};
+    if (all > 1 && !crossover) thread_counts.push_back(all);
     for (int64_t M : ms) {
-      for (int threads : all > 1 ? std::vector<int>{1, all} : std::vector<int>{1}) {
-        if (crossover && threads == 1) continue;
+      for (int threads : thread_counts) {
         Register(shape, M, threads, "onednn_dense", 16);  // the peer runs first
         for (const std::string& k : gemv) {
           // The AVX2 fallback serves decode only; past M = 64 it only costs time.
-          if (k == "cpu_avx2_w4a16" && M > 64) continue;
+          if (!crossover && k == "cpu_avx2_w4a16" && M > 64) continue;
           if (Available(k, 4)) Register(shape, M, threads, k, 4);
         }
         if (!crossover && shape == 0 && M == 1 && threads == 1) {

@@ -92,7 +92,6 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   absl::StatusOr<std::unique_ptr<qlayer::ServerApp>> app = qlayer::ServerApp::Start(options);
   if (!app.ok()) {
-    QLAYER_LOG(ERROR) << app.status();
     std::fprintf(stderr, "qlayer-server: %s\n", app.status().ToString().c_str());
     return 1;
   }

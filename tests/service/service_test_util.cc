@@ -5,7 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,8 +82,9 @@ TempDir::~TempDir() {
 
 namespace {
 
-// posix_spawn: safe in a process that already runs gRPC threads (no code
-// runs between fork and exec).
+// fork + exec, with only async-signal-safe calls in the child (this
+// process already runs gRPC threads). The child gets SIGKILL when this test
+// process dies, so a crashed or killed test never leaves a server behind.
 pid_t Spawn(const std::vector<std::string>& argv, int stdout_fd) {
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -96,13 +97,14 @@ pid_t Spawn(const std::vector<std::string>& argv, int stdout_fd) {
   for (std::string& e : env_store) env.push_back(e.data());
   env.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;  // parent (or -1)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+  if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+  ::execve(args[0], args.data(), env.data());
+  ::_exit(127);
 }
 
 int WaitExit(pid_t pid, double timeout_s) {
@@ -130,7 +132,7 @@ bool RunQuantize(const std::vector<std::string>& args, const std::string& out_di
   argv.push_back("--out");
   argv.push_back(out_dir);
   // Its progress lines go to /dev/null; a failure is reported by exit code.
-  const int devnull = ::open("/dev/null", O_WRONLY);
+  const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   const pid_t pid = Spawn(argv, devnull);
   ::close(devnull);
   if (pid < 0) {
@@ -158,7 +160,7 @@ ServerProcess::ServerProcess(const std::string& model_dir,
                                    "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   int fds[2];
-  if (::pipe(fds) != 0) {
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
     ADD_FAILURE() << "pipe failed";
     return;
   }

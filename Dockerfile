@@ -30,5 +30,5 @@ EXPOSE 50051 9400
 # The model is mounted read-only at /model.
 VOLUME ["/model"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
-  CMD ["qlayer-cli", "--server", "127.0.0.1:50051", "health"]
+  CMD ["qlayer-cli", "--server", "127.0.0.1:50051", "--timeout", "2", "list"]
 ENTRYPOINT ["qlayer-server", "--model", "/model", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9400"]

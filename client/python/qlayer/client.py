@@ -1,4 +1,4 @@
-"""A small Python client for qlayer-server, for frontends written in Python.
+"""A Python client for qlayer-server, for frontends written in Python.
 
     import numpy as np, qlayer
     with qlayer.Client("127.0.0.1:50051") as c:
@@ -6,33 +6,66 @@
         y, info = c.forward("model.layers.0.mlp.down_proj", np.random.randn(1, 4096).astype(np.float16))
         print(info.kernel, info.compute_us, info.latency_us)
 
-Like the C++ client it keeps one Forward stream per (layer, lane) and pipelines on
-it: ``forward_async`` returns a ``concurrent.futures.Future`` at once, every
-request carries an id chosen here, and a reader thread matches answers by id.
-When a stream ends (server restarted, draining), every call pending on it
-fails with the stream's status and the next call opens a new stream.
+Like the C++ client it keeps one stream per (method, layer, lane) and
+pipelines on it: ``forward_async`` returns a ``concurrent.futures.Future`` at
+once, every request carries an id chosen here, and a reader thread matches
+answers by id. Requests and answers are encoded by hand around the tensor's
+raw bytes (qlayer.wire: one copy each way); ``forward_raw_async`` is the
+entry point for callers that bring their own buffers (qlayer.torch_modules).
+
+Failure: Forward and MoEForward are pure, so a call that got no answer is
+safe to send again. When a stream ends (server killed or restarted,
+draining, network) every call pending on it is sent again on a new stream
+after a jittered exponential backoff, until it is answered, its deadline
+passes, or ``retry_timeout`` seconds have gone by since its first failure;
+the channel reconnects by itself meanwhile. An answer the server gave (bad
+shape, unknown layer, queue full) is final and raises QlayerError with the
+server's code and message; so does a call whose retries ran out (the last
+stream error, and how many times it was sent).
 """
 
 import collections
 import concurrent.futures
+import heapq
 import itertools
 import queue
+import random
+import sys
 import threading
 import time
 
 import grpc
+import numpy as np
 
-from . import _proto
-from .tensors import from_wire, to_wire
+from . import _proto, wire
+from .tensors import from_raw, wire_tensor
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
+# Stream ends and per-request answers worth sending again: the server went
+# away or is draining. Anything else is the server's verdict on the request.
+_RETRIABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 ForwardInfo = collections.namedtuple(
     "ForwardInfo",
-    "request_id kernel queue_us compute_us total_us batch_rows latency_us")
-ForwardInfo.__doc__ = """What the server said about one Forward: the kernel that
-ran, its timings (microseconds) and the batch it ran in; latency_us is measured
-here, from the call to the answer."""
+    "request_id kernel queue_us compute_us total_us batch_rows latency_us "
+    "encode_us decode_us attempts topk_ids topk_weights",
+    defaults=(0, 0, 1, None, None))
+ForwardInfo.__doc__ = """What one Forward / MoEForward said and cost (microseconds).
+From the server: the kernel(s) that ran, queue_us / compute_us / total_us and the
+rows of its batch. Measured here: latency_us from the call to the decoded
+answer, encode_us (input -> request bytes) and decode_us (answer -> output
+array); latency_us - total_us - encode_us - decode_us is the transport (gRPC,
+network, thread hand-offs). attempts: how many times the request was sent (> 1
+after a reconnect). topk_ids / topk_weights: MoE routing, when asked for."""
+
+
+class QlayerError(Exception):
+    """A failed call: `code` is a grpc.StatusCode, `details` the server's message."""
+
+    def __init__(self, code, details):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
 
 
 def _settle(future, result=None, error=None):
@@ -46,33 +79,107 @@ def _settle(future, result=None, error=None):
         pass
 
 
-class QlayerError(Exception):
-    """A failed call: `code` is a grpc.StatusCode, `details` the server's message."""
+class _Call:
+    """One request until it is answered: kept whole so it can be sent again."""
 
-    def __init__(self, code, details):
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
+    __slots__ = ("key", "request_id", "payload", "decode", "future", "start", "encode_us",
+                 "deadline", "timeout", "retry_until", "attempts", "stream")
+
+    def __init__(self, key, request_id, payload, decode, start, encode_us, timeout):
+        self.key, self.request_id, self.payload, self.decode = key, request_id, payload, decode
+        self.future = concurrent.futures.Future()
+        self.start, self.encode_us, self.timeout = start, encode_us, timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.retry_until = None
+        self.attempts = 0
+        self.stream = None
+
+
+class _Timers:
+    """One thread running callbacks at given times (deadlines, retries):
+    a thread per call (threading.Timer) would cost more than a decode-sized Forward."""
+
+    def __init__(self):
+        self._heap = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="qlayer-timers")
+        self._thread.start()
+
+    def schedule(self, when, fn, call):
+        with self._cv:
+            if self._closed:
+                return False
+            entry = (when, next(self._seq), fn, call)
+            heapq.heappush(self._heap, entry)
+            if len(self._heap) > 4096:
+                self._compact()
+            if self._heap[0] is entry:
+                self._cv.notify()
+            return True
+
+    def _compact(self):
+        # Deadline entries of answered calls linger until their time; drop them
+        # when they are most of the heap.
+        live = [e for e in self._heap if not e[3].future.done()]
+        if len(live) * 2 < len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
+
+    def close(self):
+        """Stops the thread; returns the calls of entries that never ran."""
+        with self._cv:
+            self._closed = True
+            left, self._heap = self._heap, []
+            self._cv.notify()
+        self._thread.join(timeout=5)
+        return [e[3] for e in left]
+
+    def _run(self):
+        with self._cv:
+            while not self._closed:
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                _, _, fn, _ = heapq.heappop(self._heap)
+                self._cv.release()
+                try:
+                    fn()
+                except Exception as e:  # a callback must not end the thread
+                    print(f"qlayer: timer callback failed: {e!r}", file=sys.stderr)
+                finally:
+                    self._cv.acquire()
 
 
 class _Stream:
-    """One open Forward stream to one layer and the calls pending on it."""
+    """One open Forward or MoEForward stream to one layer and the calls pending on it."""
 
-    def __init__(self, method):
+    def __init__(self, client, method, decode_answer, name):
+        self._client = client
+        self._decode_answer = decode_answer
         self._requests = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._pending = {}  # request_id -> (future, start time)
+        self._pending = {}  # request_id -> _Call
         self.ended = False
         self._call = method(iter(self._requests.get, None))
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True, name=name)
         self._reader.start()
 
-    def send(self, request, future):
+    def send(self, call):
+        payload = call.payload
+        if payload is None:
+            return True  # settled meanwhile (deadline); None would end the request iterator
         with self._lock:
             if self.ended:
                 return False
-            self._pending[request.request_id] = (future, time.perf_counter())
-        self._requests.put(request)
+            self._pending[call.request_id] = call
+            call.stream = self
+        self._requests.put(payload)
         return True
 
     def forget(self, request_id):
@@ -85,56 +192,57 @@ class _Stream:
         self._reader.join(timeout=5)
 
     def _read(self):
+        error = None
         try:
-            for response in self._call:
-                now = time.perf_counter()
+            for raw in self._call:
+                received = time.perf_counter()
+                try:
+                    answer = self._decode_answer(raw)
+                except (ValueError, IndexError) as e:
+                    # Without an id nothing can be matched: end the stream, retry its calls.
+                    error = QlayerError(grpc.StatusCode.INTERNAL, f"malformed answer: {e}")
+                    self._call.cancel()
+                    break
                 with self._lock:
-                    entry = self._pending.pop(response.request_id, None)
-                if entry is None:
-                    continue  # timed out here already
-                future, start = entry
-                self._resolve(future, response, int((now - start) * 1e6))
-            error = QlayerError(grpc.StatusCode.UNAVAILABLE,
-                                "Forward stream closed by the server")
+                    call = self._pending.pop(answer.request_id, None)
+                if call is not None:  # else: timed out here already
+                    self._client._answered(call, answer, received)
+            if error is None:
+                error = QlayerError(grpc.StatusCode.UNAVAILABLE,
+                                    "stream closed by the server with calls unanswered")
         except grpc.RpcError as e:
-            error = QlayerError(e.code(), f"Forward stream ended: {e.details()}")
+            error = QlayerError(e.code(), f"stream ended: {e.details()}")
         with self._lock:
             self.ended = True
-            orphans, self._pending = self._pending, {}
+            orphans, self._pending = list(self._pending.values()), {}
         self._requests.put(None)  # ends gRPC's request-iterator thread
-        for future, _ in orphans.values():
-            _settle(future, error=error)
-
-    @staticmethod
-    def _resolve(future, response, latency_us):
-        if response.HasField("error") and response.error.code != 0:
-            code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
-            _settle(future, error=QlayerError(code, response.error.message))
-            return
-        try:
-            y = from_wire(response.output)
-        except ValueError as e:
-            _settle(future, error=QlayerError(grpc.StatusCode.INTERNAL, str(e)))
-            return
-        t = response.timing
-        _settle(future, (y, ForwardInfo(response.request_id, response.kernel, t.queue_us,
-                                        t.compute_us, t.total_us, response.batch_rows,
-                                        latency_us)))
+        for call in orphans:
+            self._client._failed(call, error)
 
 
 class Client:
-    """A connection to one qlayer-server. Thread-safe."""
+    """A connection to one qlayer-server. Thread-safe.
 
-    def __init__(self, address, *, max_message_bytes=256 << 20, timeout=30.0):
+    retry_timeout: seconds a call that got no answer keeps being sent again
+    after its first failure (0: never; a call's own timeout bounds it too).
+    retry_backoff: (first, most) seconds between sends; doubled each time,
+    with jitter, so that many clients of a restarted server do not return at
+    once.
+    """
+
+    def __init__(self, address, *, max_message_bytes=256 << 20, timeout=30.0,
+                 retry_timeout=30.0, retry_backoff=(0.05, 1.0)):
         self.address = address
         self.timeout = timeout  # for list_layers / describe_layer
+        self.retry_timeout = retry_timeout
+        self.retry_backoff = retry_backoff
         self._channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # gRPC's default backoff keeps a restarted server away for seconds.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ])
         unary = self._channel.unary_unary
         self._list = unary(_proto.SERVICE + "ListLayers",
@@ -143,13 +251,19 @@ class Client:
         self._describe = unary(_proto.SERVICE + "DescribeLayer",
                                request_serializer=_proto.DescribeLayerRequest.SerializeToString,
                                response_deserializer=_proto.LayerInfo.FromString)
-        self._forward = self._channel.stream_stream(
-            _proto.SERVICE + "Forward",
-            request_serializer=_proto.ForwardRequest.SerializeToString,
-            response_deserializer=_proto.ForwardResponse.FromString)
+        # Requests are bytes already (qlayer.wire), answers are decoded by the reader.
+        self._methods = {
+            "Forward": (self._channel.stream_stream(_proto.SERVICE + "Forward"),
+                        wire.decode_forward_response),
+            "MoEForward": (self._channel.stream_stream(_proto.SERVICE + "MoEForward"),
+                           wire.decode_moe_response),
+        }
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._streams = {}
+        self._closed = False
+        self._timers = _Timers()
+        self.streams_opened = 0  # a reconnect opens new ones: for tests and logs
 
     def __enter__(self):
         return self
@@ -158,10 +272,14 @@ class Client:
         self.close()
 
     def close(self):
+        """Ends every stream; calls still pending fail with CANCELLED."""
         with self._lock:
+            self._closed = True
             streams, self._streams = list(self._streams.values()), {}
         for s in streams:
             s.close()
+        for call in self._timers.close():
+            _settle(call.future, error=QlayerError(grpc.StatusCode.CANCELLED, "client closed"))
         self._channel.close()
 
     def wait_for_ready(self, timeout=10.0):
@@ -181,49 +299,163 @@ class Client:
         except grpc.RpcError as e:
             raise QlayerError(e.code(), e.details()) from None
 
+    # numpy in, numpy out.
+
     def forward_async(self, layer, x, *, dtype=None, timeout=None, lane=0):
         """Sends x ([M, K], or [K] for one row); the Future gives (y [M, N], ForwardInfo)
         or raises QlayerError.
-        dtype: "f16" | "bf16" | "f32" on the wire (default: from x; float64 -> f32).
-        timeout (seconds) also tells the server to drop the request if still queued.
+        dtype: "f16" | "bf16" | "f32" on the wire (default: from x; float64 -> f32);
+        bf16 answers come back widened to float32.
+        timeout (seconds): the call fails DEADLINE_EXCEEDED without an answer by then
+        (retries included); the server drops the request if it is still queued then.
         lane: calls on different lanes of one layer use different streams."""
-        request = _proto.ForwardRequest(request_id=next(self._ids), layer=layer,
-                                        output_encoding=_proto.Encoding["ENCODING_DATA"])
-        request.input.CopyFrom(to_wire(x, dtype))
-        if timeout is not None:
-            request.timeout_us = max(1, int(timeout * 1e6))
-        future = concurrent.futures.Future()
-        for _ in range(3):  # a stream that just ended refuses; the next try opens a new one
-            stream = self._stream((layer, lane))
-            if stream.send(request, future):
-                if timeout is not None:
-                    self._expire_later(stream, request.request_id, future, timeout)
-                return future
-        _settle(future, error=QlayerError(grpc.StatusCode.UNAVAILABLE,
-                                          f"cannot open a Forward stream to {self.address}"))
-        return future
+        start = time.perf_counter()
+        return self.forward_raw_async(layer, wire_tensor(x, dtype), from_raw, timeout=timeout,
+                                      lane=lane, start=start)
 
     def forward(self, layer, x, *, dtype=None, timeout=None, lane=0):
         """Blocking forward: returns (y, ForwardInfo)."""
         return self.forward_async(layer, x, dtype=dtype, timeout=timeout, lane=lane).result()
 
+    def moe_forward_async(self, layer, hidden_states, *, router_logits=None, topk_ids=None,
+                          topk_weights=None, return_routing=False, dtype=None, timeout=None,
+                          lane=0):
+        """MoE block `layer` on hidden_states [T, H]; the Future gives (y [T, H], ForwardInfo).
+        Routing: router_logits [T, E] (f32), or topk_ids [T, k] (int32/int64) with
+        topk_weights [T, k] (f32); neither = the server runs the block's own router.
+        return_routing: info.topk_ids / info.topk_weights hold the server's choice."""
+        start = time.perf_counter()
+        h = wire_tensor(hidden_states, dtype)
+        extra = {}
+        if router_logits is not None:
+            extra["router_logits"] = wire_tensor(router_logits, "f32")
+        if topk_ids is not None:
+            extra["topk_ids"] = wire_tensor(topk_ids)
+        if topk_weights is not None:
+            extra["topk_weights"] = wire_tensor(topk_weights, "f32")
+        return self.moe_forward_raw_async(layer, h, from_raw, return_routing=return_routing,
+                                          timeout=timeout, lane=lane, start=start, **extra)
+
+    def moe_forward(self, layer, hidden_states, **kwargs):
+        """Blocking moe_forward_async: returns (y, ForwardInfo)."""
+        return self.moe_forward_async(layer, hidden_states, **kwargs).result()
+
+    # Raw buffers in, caller's decoder out.
+
+    def forward_raw_async(self, layer, x, decode, *, timeout=None, lane=0, start=None):
+        """x: a qlayer.wire.WireTensor (a buffer of raw little-endian elements).
+        decode(RawTensor) -> output object, run on the stream's reader thread
+        (copy out of it: its data is a view into the received message)."""
+        start = time.perf_counter() if start is None else start
+        request_id = next(self._ids)
+        timeout_us = 0 if timeout is None else max(1, int(timeout * 1e6))
+        payload = wire.encode_forward_request(request_id, layer, x, timeout_us)
+        return self._start(("Forward", layer, lane), request_id, payload, decode, start, timeout)
+
+    def moe_forward_raw_async(self, layer, hidden, decode, *, router_logits=None, topk_ids=None,
+                              topk_weights=None, return_routing=False, timeout=None, lane=0,
+                              start=None):
+        """As forward_raw_async for MoEForward; tensors are WireTensors."""
+        start = time.perf_counter() if start is None else start
+        request_id = next(self._ids)
+        timeout_us = 0 if timeout is None else max(1, int(timeout * 1e6))
+        payload = wire.encode_moe_request(
+            request_id, layer, hidden, router_logits=router_logits, topk_ids=topk_ids,
+            topk_weights=topk_weights, return_routing=return_routing, timeout_us=timeout_us)
+        return self._start(("MoEForward", layer, lane), request_id, payload, decode, start,
+                           timeout)
+
+    # The call's life: send, answer or failure, retry, deadline.
+
+    def _start(self, key, request_id, payload, decode, start, timeout):
+        call = _Call(key, request_id, payload, decode, start,
+                     int((time.perf_counter() - start) * 1e6), timeout)
+        if call.deadline is not None:
+            self._timers.schedule(call.deadline, lambda: self._expire(call), call)
+        self._send(call)
+        return call.future
+
+    def _send(self, call):
+        if call.future.done():
+            return
+        call.attempts += 1
+        for _ in range(3):  # a stream that just ended refuses; the next try opens a new one
+            stream = self._stream(call.key)
+            if stream is None:
+                self._finish(call, error=QlayerError(grpc.StatusCode.CANCELLED, "client closed"))
+                return
+            if stream.send(call):
+                return
+        self._failed(call, QlayerError(grpc.StatusCode.UNAVAILABLE,
+                                       f"cannot open a stream to {self.address}"))
+
     def _stream(self, key):
         with self._lock:
+            if self._closed:
+                return None
             s = self._streams.get(key)
             if s is None or s.ended:
-                s = _Stream(self._forward)
+                method, decode_answer = self._methods[key[0]]
+                s = _Stream(self, method, decode_answer, f"qlayer-{key[0]}-{key[1]}")
                 self._streams[key] = s
+                self.streams_opened += 1
             return s
 
+    def _answered(self, call, answer, received):
+        if answer.error_code:
+            code = _CODES.get(answer.error_code, grpc.StatusCode.UNKNOWN)
+            error = QlayerError(code, answer.error_message)
+            if code in _RETRIABLE:
+                self._failed(call, error)
+            else:
+                self._finish(call, error=error)
+            return
+        try:
+            y = call.decode(answer.output)
+        except ValueError as e:
+            self._finish(call, error=QlayerError(grpc.StatusCode.INTERNAL, str(e)))
+            return
+        done = time.perf_counter()
+        ids = weights = None
+        if answer.topk_ids is not None:
+            ids, weights = from_raw(answer.topk_ids), from_raw(answer.topk_weights)
+        info = ForwardInfo(answer.request_id, answer.kernel, answer.queue_us, answer.compute_us,
+                           answer.total_us, answer.batch_rows, int((done - call.start) * 1e6),
+                           call.encode_us, int((done - received) * 1e6), call.attempts, ids,
+                           weights)
+        self._finish(call, result=(y, info))
+
+    def _failed(self, call, error):
+        """No answer (stream ended, or the server is draining): send again or give up."""
+        if call.future.done():
+            return
+        now = time.monotonic()
+        if call.retry_until is None:
+            call.retry_until = now + self.retry_timeout
+        limit = call.retry_until if call.deadline is None else min(call.retry_until,
+                                                                   call.deadline)
+        if error.code not in _RETRIABLE or self.retry_timeout <= 0 or now >= limit:
+            if call.attempts > 1:
+                error = QlayerError(error.code, f"{error.details} (sent {call.attempts} times)")
+            self._finish(call, error=error)
+            return
+        first, most = self.retry_backoff
+        delay = min(most, first * 2 ** min(call.attempts - 1, 30)) * random.uniform(0.5, 1.0)
+        if not self._timers.schedule(now + min(delay, limit - now), lambda: self._send(call),
+                                     call):
+            self._finish(call, error=QlayerError(grpc.StatusCode.CANCELLED, "client closed"))
+
+    def _expire(self, call):
+        if call.future.done():
+            return
+        if call.stream is not None:
+            call.stream.forget(call.request_id)
+        self._finish(call, error=QlayerError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"{call.key[0]} request {call.request_id} to {call.key[1]}: no answer within "
+            f"{call.timeout} s (sent {call.attempts} times)"))
+
     @staticmethod
-    def _expire_later(stream, request_id, future, timeout):
-        def expire():
-            if not future.done():
-                stream.forget(request_id)
-                _settle(future, error=QlayerError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"Forward request {request_id}: no answer within {timeout} s"))
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        future.add_done_callback(lambda _: timer.cancel())
+    def _finish(call, result=None, error=None):
+        call.payload = None  # the request's bytes are not needed once it is settled
+        _settle(call.future, result, error)

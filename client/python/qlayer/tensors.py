@@ -8,6 +8,7 @@ answers come back widened to float32, which is exact.
 import numpy as np
 
 from . import _proto
+from .wire import WireTensor
 
 _WIRE = {
     "f16": (_proto.DType["DTYPE_F16"], np.dtype("<f2")),
@@ -58,6 +59,44 @@ def to_wire(x, dtype=None):
     t = _proto.Tensor(dtype=code, shape=list(a.shape))
     t.data = data.tobytes()
     return t
+
+
+def wire_tensor(x, dtype=None):
+    """numpy array -> qlayer.wire.WireTensor over x's own bytes when x is
+    already contiguous little-endian of the wire dtype (no copy), else over a
+    converted copy (bf16 rounding, float64 -> f32)."""
+    name = wire_dtype_name(x, dtype)
+    code, np_dtype = _WIRE[name]
+    a = np.asarray(x)
+    data = float_to_bf16_bits(a) if name == "bf16" else np.ascontiguousarray(a, dtype=np_dtype)
+    return WireTensor(code, a.shape, data)
+
+
+def wire_np_dtype(code):
+    """The little-endian numpy dtype of wire dtype `code` (ValueError if unknown)."""
+    if code not in _BY_CODE:
+        raise ValueError(f"answer has unknown wire dtype code {code}")
+    return _BY_CODE[code][1]
+
+
+def from_raw(t):
+    """qlayer.wire.RawTensor -> numpy array (one copy out of the message); bf16
+    widened to float32."""
+    shape = tuple(t.shape)
+    if t.values is not None:
+        return np.asarray(t.values, dtype=np.float32).reshape(shape)
+    name, np_dtype = _BY_CODE.get(t.dtype, (None, None))
+    if name is None:
+        raise ValueError(f"answer has unknown wire dtype code {t.dtype}")
+    count = int(np.prod(shape, dtype=np.int64))
+    nbytes = 0 if t.data is None else t.data.nbytes
+    if nbytes != count * np_dtype.itemsize:
+        raise ValueError(f"answer {name}{list(shape)} has {nbytes} bytes, "
+                         f"expected {count * np_dtype.itemsize}")
+    if count == 0:
+        return np.zeros(shape, np.float32 if name == "bf16" else np_dtype)
+    a = np.frombuffer(t.data, dtype=np_dtype).reshape(shape)
+    return bf16_bits_to_float(a).reshape(shape) if name == "bf16" else a.copy()
 
 
 def from_wire(t):

@@ -48,9 +48,8 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Mode
   }
   ServerMetrics* metrics = app->metrics_.get();
   app->scheduler_ = std::make_unique<Scheduler>(
-      *app->model_, options.scheduler, [metrics](const LoadedLinear& layer) -> BatchObserver* {
-        return metrics->ForLayer(layer.name());
-      });
+      *app->model_, options.scheduler,
+      [metrics](const std::string& layer) -> BatchObserver* { return metrics->ForLayer(layer); });
   app->served_ = std::make_unique<ServedModel>(*app->model_, *app->scheduler_, *app->metrics_,
                                                options.service);
   app->layer_service_ = std::make_unique<LayerServiceImpl>(app->served_.get());
@@ -71,10 +70,11 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Mode
   }
   app->address_ = WithPort(options.listen, app->port_);
   app->health_->SetServing(true);
-  QLAYER_LOG(INFO) << "serving " << app->model_->linears().size() << " layer(s) on "
-                   << app->address_ << " with " << app->scheduler_->workers()
-                   << " compute workers; max batch rows " << options.scheduler.queue.max_batch_rows
-                   << ", queue " << options.scheduler.queue.max_queue << " per layer, "
+  QLAYER_LOG(INFO) << "serving " << app->model_->linears().size() << " linear layer(s) and "
+                   << app->model_->moes().size() << " MoE block(s) on " << app->address_ << " with "
+                   << app->scheduler_->workers() << " compute workers; max batch rows "
+                   << options.scheduler.queue.max_batch_rows << ", queue "
+                   << options.scheduler.queue.max_queue << " per layer, "
                    << options.service.max_rows_per_request << " rows per request, "
                    << options.max_receive_bytes << " bytes per message";
   return app;

@@ -1,5 +1,6 @@
 #include "server/metrics/server_metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <utility>
@@ -87,6 +88,15 @@ void LayerMetrics::OnBatch(int kernel_index, int64_t rows, double compute_second
 
 void LayerMetrics::OnQueueDepth(int64_t depth) { depth_->Set(static_cast<double>(depth)); }
 
+void LayerMetrics::OnExpertTokens(const std::vector<int64_t>& tokens_per_expert) {
+  const size_t n = std::min(tokens_per_expert.size(), expert_tokens_.size());
+  for (size_t e = 0; e < n; ++e) {
+    if (tokens_per_expert[e] > 0) {
+      expert_tokens_[e]->Increment(static_cast<double>(tokens_per_expert[e]));
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(const Model& model) {
   auto metrics = std::unique_ptr<ServerMetrics>(new ServerMetrics);
   try {
@@ -172,6 +182,40 @@ void ServerMetrics::Build(const Model& model) {
     }
     weight_bytes.Add({{"layer", name}, {"device", device}})
         .Set(static_cast<double>(layer->weight_bytes()));
+    layers_[name] = std::move(lm);
+  }
+  // MoE blocks: one compute series (the experts kernel; the router runs in
+  // the same call) and a token counter per expert, bounded by E.
+  auto& expert_tokens = prometheus::BuildCounter()
+                            .Name("qlayer_moe_expert_tokens_total")
+                            .Help("Tokens an MoE block routed to each of its experts")
+                            .Register(*registry_);
+  const std::initializer_list<C> kMoECodes = {C::kOk, C::kInvalidArgument, C::kResourceExhausted,
+                                              C::kDeadlineExceeded};
+  for (const auto& moe : model.moes()) {
+    const std::string& name = moe->name();
+    const std::string device = moe->device().ToString();
+    const std::string kernel(moe->kernel().name());
+    auto lm = std::make_unique<LayerMetrics>();
+    lm->forward_ = request_metrics(name, RpcMethod::kForward, {});
+    lm->moe_forward_ = request_metrics(name, RpcMethod::kMoEForward, kMoECodes);
+    lm->queue_ = &queue.Add({{"layer", name}}, SecondsBuckets());
+    lm->depth_ = &depth.Add({{"layer", name}});
+    LayerMetrics::KernelSeries series;
+    series.compute = &compute.Add({{"layer", name}, {"kernel", kernel}}, SecondsBuckets());
+    series.batch_rows = &batch_rows.Add({{"layer", name}, {"kernel", kernel}}, RowBuckets());
+    lm->kernels_.push_back(series);
+    for (int64_t e = 0; e < moe->num_experts(); ++e) {
+      lm->expert_tokens_.push_back(
+          &expert_tokens.Add({{"layer", name}, {"expert", std::to_string(e)}}));
+    }
+    info.Add({{"layer", name},
+              {"format", moe->scheme().origin},
+              {"kernel", kernel},
+              {"device", device}})
+        .Set(1);
+    weight_bytes.Add({{"layer", name}, {"device", device}})
+        .Set(static_cast<double>(moe->weight_bytes()));
     layers_[name] = std::move(lm);
   }
   unknown_forward_ = request_metrics("", RpcMethod::kForward, {C::kNotFound});

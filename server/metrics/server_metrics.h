@@ -71,6 +71,7 @@ class LayerMetrics final : public BatchObserver {
   void OnDequeued(double queue_seconds) override;
   void OnBatch(int kernel_index, int64_t rows, double compute_seconds) override;
   void OnQueueDepth(int64_t depth) override;
+  void OnExpertTokens(const std::vector<int64_t>& tokens_per_expert) override;
 
  private:
   friend class ServerMetrics;
@@ -83,6 +84,8 @@ class LayerMetrics final : public BatchObserver {
   prometheus::Histogram* queue_ = nullptr;
   prometheus::Gauge* depth_ = nullptr;
   std::vector<KernelSeries> kernels_;  // by index into LoadedLinear::kernels()
+  // MoE blocks: qlayer_moe_expert_tokens_total{layer,expert}, one per expert.
+  std::vector<prometheus::Counter*> expert_tokens_;
 };
 
 class ServerMetrics {

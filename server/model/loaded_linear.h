@@ -35,7 +35,7 @@ class LoadedLinear {
                                                               const SelectOptions& options);
 
   const std::string& name() const { return name_; }
-  // "linear" today; MoE blocks (a later issue) are a separate kind.
+  // "linear"; MoE blocks are LoadedMoE (kind "moe").
   const std::string& kind() const { return kind_; }
   int64_t K() const { return spec_.K; }
   int64_t N() const { return spec_.N; }

@@ -8,6 +8,7 @@
 #include "qlayer/kernels/status_macros.h"
 #include "server/checkpoint/checkpoint.h"
 #include "server/checkpoint/layer_catalog.h"
+#include "server/checkpoint/moe_catalog.h"
 #include "server/checkpoint/quant_config.h"
 #include "server/common/log.h"
 
@@ -43,6 +44,25 @@ void LogLayer(const LoadedLinear& layer) {
   }
 }
 
+void LogMoE(const LoadedMoE& moe) {
+  const LinearSpec& s = moe.expert_spec();
+  QLAYER_LOG(INFO) << "MoE block " << moe.name() << " (" << moe.family()
+                   << "): " << moe.num_experts() << " experts " << moe.scheme().origin << " "
+                   << WeightTypeName(s.wtype) << " group " << s.group_size << ", H=" << moe.hidden()
+                   << " I=" << moe.intermediate()
+                   << (moe.shared_intermediate() > 0
+                           ? absl::StrCat(" shared I=", moe.shared_intermediate())
+                           : std::string())
+                   << ", router " << moe.router().config().ToString() << " on "
+                   << moe.device().ToString() << ": " << moe.kernel().Describe() << "; "
+                   << moe.weight_bytes() << " weight bytes, " << moe.prepared_bytes()
+                   << " prepared";
+  for (const Rejection& r : moe.rejected()) {
+    QLAYER_LOG(INFO) << "MoE block " << moe.name() << ": rejected " << r.kernel << ": "
+                     << r.why.message();
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) {
@@ -50,22 +70,43 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
   QLAYER_LOG(INFO) << "device " << device.device.ToString() << " (" << device.why << ")";
   QLAYER_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(options.dir));
   QLAYER_ASSIGN_OR_RETURN(QuantConfig config, QuantConfig::Parse(ckpt->config()));
+  // Modules inside MoE blocks are served by their block, not as linears.
+  QLAYER_ASSIGN_OR_RETURN(auto members, MoEMemberModules(*ckpt));
+  auto not_member = [&](std::vector<LinearLayerEntry> all) {
+    std::vector<LinearLayerEntry> out;
+    for (LinearLayerEntry& e : all) {
+      if (!IsMoEMember(members, e.name)) out.push_back(std::move(e));
+    }
+    return out;
+  };
   QLAYER_ASSIGN_OR_RETURN(std::vector<LinearLayerEntry> entries,
                           ListLinearLayers(*ckpt, config, options.layers));
-  if (entries.empty()) {
+  entries = not_member(std::move(entries));
+  QLAYER_ASSIGN_OR_RETURN(std::vector<MoEBlockEntry> moe_entries,
+                          ListMoEBlocks(*ckpt, config, options.layers));
+  if (entries.empty() && moe_entries.empty()) {
     QLAYER_ASSIGN_OR_RETURN(std::vector<LinearLayerEntry> all, ListLinearLayers(*ckpt, config));
     std::vector<std::string> names;
-    for (const LinearLayerEntry& e : all) names.push_back(e.name);
-    return absl::NotFoundError(
-        absl::StrCat("no linear layer in ", options.dir, " matches --layers '", options.layers,
-                     "'; the checkpoint has ", names.size(), ": ", absl::StrJoin(names, ", ")));
+    for (const LinearLayerEntry& e : not_member(std::move(all))) names.push_back(e.name);
+    QLAYER_ASSIGN_OR_RETURN(std::vector<MoEBlockEntry> all_moe, ListMoEBlocks(*ckpt, config));
+    for (const MoEBlockEntry& e : all_moe) names.push_back(absl::StrCat(e.name, " (MoE)"));
+    return absl::NotFoundError(absl::StrCat("no layer in ", options.dir, " matches --layers '",
+                                            options.layers, "'; the checkpoint has ", names.size(),
+                                            ": ", absl::StrJoin(names, ", ")));
   }
+  // --kernel names one kernel: an MoE kernel forces the experts kernels only,
+  // a linear kernel every linear layer and the projections inside MoE blocks.
+  const bool forced_moe =
+      !options.forced_kernel.empty() && FindMoEKernel(options.forced_kernel) != nullptr;
   SelectOptions select;
-  select.forced_kernel = options.forced_kernel;
+  select.forced_kernel = forced_moe ? "" : options.forced_kernel;
   select.disabled_kernels = options.disabled_kernels;
-  if (!select.forced_kernel.empty()) {
-    QLAYER_LOG(INFO) << "--kernel " << select.forced_kernel
-                     << ": every layer uses it or load fails";
+  SelectOptions moe_select = select;
+  moe_select.forced_kernel = options.forced_kernel;
+  if (!options.forced_kernel.empty()) {
+    QLAYER_LOG(INFO) << "--kernel " << options.forced_kernel
+                     << (forced_moe ? ": every MoE block uses it or load fails"
+                                    : ": every layer uses it or load fails");
   }
   std::vector<std::unique_ptr<LoadedLinear>> layers;
   for (const LinearLayerEntry& entry : entries) {
@@ -76,11 +117,21 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     LogLayer(*layer);
     layers.push_back(std::move(layer));
   }
-  return FromLayers(std::move(layers), std::move(device), options.dir);
+  std::vector<std::unique_ptr<LoadedMoE>> moes;
+  for (const MoEBlockEntry& entry : moe_entries) {
+    QLAYER_ASSIGN_OR_RETURN(MoEBlock block, LoadMoEBlock(*ckpt, config, entry));
+    QLAYER_ASSIGN_OR_RETURN(
+        std::unique_ptr<LoadedMoE> moe,
+        LoadedMoE::Create(block, entry.scheme, device.device, MoEOptionsFrom(moe_select)));
+    LogMoE(*moe);
+    moes.push_back(std::move(moe));
+  }
+  return FromLayers(std::move(layers), std::move(device), options.dir, std::move(moes));
 }
 
 std::unique_ptr<Model> Model::FromLayers(std::vector<std::unique_ptr<LoadedLinear>> layers,
-                                         DeviceChoice device, std::string dir) {
+                                         DeviceChoice device, std::string dir,
+                                         std::vector<std::unique_ptr<LoadedMoE>> moes) {
   auto model = std::unique_ptr<Model>(new Model);
   model->dir_ = std::move(dir);
   model->device_ = std::move(device);
@@ -88,7 +139,16 @@ std::unique_ptr<Model> Model::FromLayers(std::vector<std::unique_ptr<LoadedLinea
   std::sort(model->linears_.begin(), model->linears_.end(),
             [](const auto& a, const auto& b) { return a->name() < b->name(); });
   for (const auto& l : model->linears_) model->by_name_[l->name()] = l.get();
+  model->moes_ = std::move(moes);
+  std::sort(model->moes_.begin(), model->moes_.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
+  for (const auto& m : model->moes_) model->moe_by_name_[m->name()] = m.get();
   return model;
+}
+
+const LoadedMoE* Model::FindMoE(absl::string_view name) const {
+  auto it = moe_by_name_.find(name);
+  return it == moe_by_name_.end() ? nullptr : it->second;
 }
 
 const LoadedLinear* Model::FindLinear(absl::string_view name) const {

@@ -5,6 +5,7 @@
 #define QLAYER_SERVER_SCHEDULER_BATCH_OBSERVER_H_
 
 #include <cstdint>
+#include <vector>
 
 namespace qlayer {
 
@@ -17,6 +18,8 @@ class BatchObserver {
   virtual void OnBatch(int kernel_index, int64_t rows, double compute_seconds) = 0;
   // Requests waiting in the queue now.
   virtual void OnQueueDepth(int64_t depth) = 0;
+  // MoE blocks: tokens routed to each expert ([E]) by one batch.
+  virtual void OnExpertTokens(const std::vector<int64_t>& /*tokens_per_expert*/) {}
 };
 
 }  // namespace qlayer

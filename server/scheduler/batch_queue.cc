@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/scheduler/linear_runner.h"
 
 namespace qlayer {
 namespace {
@@ -17,9 +18,17 @@ int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
 
 }  // namespace
 
+BatchQueue::BatchQueue(const BatchRunner& runner, WorkerPool& pool, BatchQueueOptions options,
+                       BatchObserver* observer)
+    : runner_(runner), pool_(pool), options_(options), observer_(observer) {}
+
 BatchQueue::BatchQueue(const LoadedLinear& layer, WorkerPool& pool, BatchQueueOptions options,
                        BatchObserver* observer)
-    : layer_(layer), pool_(pool), options_(options), observer_(observer) {}
+    : owned_runner_(std::make_unique<LinearRunner>(layer)),
+      runner_(*owned_runner_),
+      pool_(pool),
+      options_(options),
+      observer_(observer) {}
 
 absl::Status BatchQueue::Submit(BatchItem item) {
   int64_t depth;
@@ -27,10 +36,10 @@ absl::Status BatchQueue::Submit(BatchItem item) {
     absl::MutexLock lock(&mu_);
     if (closed_) {
       return absl::UnavailableError(
-          absl::StrCat("layer ", layer_.name(), ": the server is shutting down"));
+          absl::StrCat("layer ", runner_.name(), ": the server is shutting down"));
     }
     if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
-      return absl::ResourceExhaustedError(absl::StrCat("layer ", layer_.name(), ": queue full (",
+      return absl::ResourceExhaustedError(absl::StrCat("layer ", runner_.name(), ": queue full (",
                                                        queue_.size(), " requests waiting, limit ",
                                                        options_.max_queue, " = --max-queue)"));
     }
@@ -76,7 +85,7 @@ void BatchQueue::RunBatch() {
       if (head.deadline <= start) {
         dropped.emplace_back(std::move(head),
                              absl::DeadlineExceededError(absl::StrCat(
-                                 "layer ", layer_.name(), ": deadline passed after ",
+                                 "layer ", runner_.name(), ": deadline passed after ",
                                  Micros(start - head.arrival), " us in the queue; not computed")));
         queue_.pop_front();
         continue;
@@ -108,7 +117,7 @@ void BatchQueue::RunBatch() {
   if (batch.empty()) return;
 
   const DType dtype = batch[0].input.dtype;
-  const int64_t K = layer_.K(), N = layer_.N();
+  const int64_t K = runner_.in_features(), N = runner_.out_features();
   Tensor packed;
   ConstTensorView x;
   if (batch.size() == 1 &&
@@ -124,12 +133,11 @@ void BatchQueue::RunBatch() {
     x = packed.view();
   }
   auto y = std::make_shared<Tensor>(Tensor::Zeros(dtype, {rows, N}));
-  const int kernel_index = layer_.KernelIndexFor(rows);
-  const PreparedKernel& kernel = layer_.kernels()[static_cast<size_t>(kernel_index)];
   ExecContext ctx;
   ctx.num_threads = options_.kernel_threads;
+  BatchRun run;
   const absl::Time compute_start = absl::Now();
-  absl::Status status = kernel.kernel->Forward(x, y->mutable_view(), ctx);
+  runner_.Run(x, batch, y->mutable_view(), ctx, run);
   const absl::Duration compute = absl::Now() - compute_start;
   packed = Tensor();
   {
@@ -138,28 +146,28 @@ void BatchQueue::RunBatch() {
     --inflight_;
     MaybeScheduleLocked();
   }
-  if (!status.ok()) {
-    status = absl::Status(status.code(), absl::StrCat("layer ", layer_.name(), ": kernel ",
-                                                      kernel.name, ": ", status.message()));
-  }
   if (observer_ != nullptr) {
-    observer_->OnBatch(kernel_index, rows, absl::ToDoubleSeconds(compute));
+    observer_->OnBatch(run.kernel_index, rows, absl::ToDoubleSeconds(compute));
+    if (!run.tokens_per_expert.empty()) observer_->OnExpertTokens(run.tokens_per_expert);
     for (const BatchItem& item : batch) {
       observer_->OnDequeued(absl::ToDoubleSeconds(compute_start - item.arrival));
     }
   }
   int64_t row = 0;
-  for (BatchItem& item : batch) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    BatchItem& item = batch[i];
     const int64_t m = item.input.dim(0);
     BatchResult r;
-    r.status = status;
-    r.kernel = kernel.name;
+    r.status = run.status.ok() && i < run.item_status.size() ? run.item_status[i] : run.status;
+    r.kernel = run.kernel;
     r.queue_us = Micros(compute_start - item.arrival);
     r.compute_us = Micros(compute);
     r.batch_rows = rows;
-    if (status.ok()) {
+    if (r.status.ok()) {
       r.output = {dtype, {m, N}, static_cast<const char*>(y->data()) + row * N * DTypeSize(dtype)};
       r.owner = y;
+      r.kernels = run.kernels;
+      if (i < run.routing.size()) r.routing = std::move(run.routing[i]);
     }
     row += m;
     item.keepalive.reset();

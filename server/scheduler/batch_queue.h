@@ -1,8 +1,7 @@
-// Per-layer batching: requests that are waiting when a batch starts (from any
-// number of streams) are concatenated along M, up to max_batch_rows, and run
-// as one kernel call on the worker pool; the output is split back by rows.
-// The weights are read once for all of them, which is what makes decode-size
-// requests cheap under load.
+// Per-layer batching (linear layers and MoE blocks alike): requests that are waiting when a batch
+// starts (from any number of streams) are concatenated along M, up to max_batch_rows, and run as
+// one kernel call on the worker pool; the output is split back by rows. The weights are read once
+// for all of them, which is what makes decode-size requests cheap under load.
 //
 // No artificial wait: a request that finds the layer idle runs at once; while
 // a batch computes, arrivals accumulate and form the next batch. At most
@@ -18,8 +17,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -30,30 +29,10 @@
 #include "qlayer/kernels/tensor.h"
 #include "server/model/loaded_linear.h"
 #include "server/scheduler/batch_observer.h"
+#include "server/scheduler/batch_runner.h"
 #include "server/scheduler/worker_pool.h"
 
 namespace qlayer {
-
-struct BatchResult {
-  absl::Status status;
-  ConstTensorView output;               // this request's rows [M, N]
-  std::shared_ptr<const Tensor> owner;  // keeps `output` alive
-  absl::string_view kernel;             // kernel that ran ("" if none ran)
-  int64_t queue_us = 0;                 // arrival -> its batch started
-  int64_t compute_us = 0;               // the kernel call
-  int64_t batch_rows = 0;               // rows in that kernel call
-};
-
-struct BatchItem {
-  ConstTensorView input;                  // [M, K], f16 / bf16 / f32
-  std::shared_ptr<const void> keepalive;  // owns input's bytes until done
-  absl::Time arrival = absl::Now();
-  absl::Time deadline = absl::InfiniteFuture();
-  // Set by the stream when its caller goes away; may be null.
-  std::shared_ptr<const std::atomic<bool>> cancelled;
-  // Called exactly once, on a worker thread, unless Submit() refused it.
-  std::function<void(BatchResult)> done;
-};
 
 struct BatchQueueOptions {
   int64_t max_batch_rows = 256;  // rows of one kernel call (a larger request runs alone)
@@ -64,13 +43,17 @@ struct BatchQueueOptions {
 
 class BatchQueue {
  public:
-  // `layer`, `pool` and `observer` (nullable) must outlive the queue.
+  // `runner` (the layer's compute step: linear_runner.h, moe_runner.h),
+  // `pool` and `observer` (nullable) must outlive the queue.
+  BatchQueue(const BatchRunner& runner, WorkerPool& pool, BatchQueueOptions options,
+             BatchObserver* observer);
+  // A linear layer's queue (its LinearRunner is owned by the queue).
   BatchQueue(const LoadedLinear& layer, WorkerPool& pool, BatchQueueOptions options,
              BatchObserver* observer);
   BatchQueue(const BatchQueue&) = delete;
   BatchQueue& operator=(const BatchQueue&) = delete;
 
-  const LoadedLinear& layer() const { return layer_; }
+  const std::string& name() const { return runner_.name(); }
   // Accepts the item or says why not: RESOURCE_EXHAUSTED (queue full),
   // UNAVAILABLE (closed). The input must already be validated [M, K].
   absl::Status Submit(BatchItem item);
@@ -82,7 +65,8 @@ class BatchQueue {
   void MaybeScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunBatch();
 
-  const LoadedLinear& layer_;
+  std::unique_ptr<BatchRunner> owned_runner_;
+  const BatchRunner& runner_;
   WorkerPool& pool_;
   const BatchQueueOptions options_;
   BatchObserver* const observer_;

@@ -3,11 +3,17 @@
 namespace qlayer {
 
 Scheduler::Scheduler(const Model& model, const SchedulerOptions& options,
-                     const std::function<BatchObserver*(const LoadedLinear&)>& observer_for)
+                     const std::function<BatchObserver*(const std::string&)>& observer_for)
     : pool_(options.workers) {
   for (const auto& layer : model.linears()) {
-    BatchObserver* observer = observer_for ? observer_for(*layer) : nullptr;
+    BatchObserver* observer = observer_for ? observer_for(layer->name()) : nullptr;
     queues_[layer->name()] = std::make_unique<BatchQueue>(*layer, pool_, options.queue, observer);
+  }
+  for (const auto& moe : model.moes()) {
+    BatchObserver* observer = observer_for ? observer_for(moe->name()) : nullptr;
+    moe_runners_.push_back(std::make_unique<MoERunner>(*moe));
+    queues_[moe->name()] =
+        std::make_unique<BatchQueue>(*moe_runners_.back(), pool_, options.queue, observer);
   }
 }
 

@@ -1,4 +1,5 @@
-// Every hosted layer's batch queue over one shared worker pool.
+// Every hosted layer's batch queue (linear layers and MoE blocks) over one
+// shared worker pool.
 #ifndef QLAYER_SERVER_SCHEDULER_SCHEDULER_H_
 #define QLAYER_SERVER_SCHEDULER_SCHEDULER_H_
 
@@ -6,10 +7,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "server/model/model.h"
 #include "server/scheduler/batch_queue.h"
+#include "server/scheduler/moe_runner.h"
 #include "server/scheduler/worker_pool.h"
 
 namespace qlayer {
@@ -21,10 +24,10 @@ struct SchedulerOptions {
 
 class Scheduler {
  public:
-  // observer_for(layer) may return nullptr; returned observers must outlive
-  // the scheduler.
+  // observer_for(layer name) may return nullptr; returned observers must
+  // outlive the scheduler.
   Scheduler(const Model& model, const SchedulerOptions& options,
-            const std::function<BatchObserver*(const LoadedLinear&)>& observer_for);
+            const std::function<BatchObserver*(const std::string&)>& observer_for);
   ~Scheduler();  // Shutdown()
 
   // nullptr for a layer the model does not host.
@@ -36,6 +39,7 @@ class Scheduler {
 
  private:
   WorkerPool pool_;
+  std::vector<std::unique_ptr<MoERunner>> moe_runners_;  // before the queues that use them
   std::map<std::string, std::unique_ptr<BatchQueue>, std::less<>> queues_;
 };
 

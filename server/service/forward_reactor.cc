@@ -50,13 +50,21 @@ void ForwardReactor::HandleRequest(std::unique_ptr<v1::ForwardRequest> request) 
   const ServedLayer* served = served_->Find(request->layer());
   if (served == nullptr) {
     Reject(id,
-           absl::NotFoundError(absl::StrCat(
-               "layer '", request->layer(), "' is not hosted by this server (",
-               served_->model().linears().size(), " layers are; ListLayers names them)")),
+           absl::NotFoundError(
+               absl::StrCat("layer '", request->layer(), "' is not hosted by this server (",
+                            served_->model().num_layers(), " layers are; ListLayers names them)")),
            arrival, served_->metrics().unknown_layer_forward());
     return;
   }
   RequestMetrics& metrics = served->metrics->forward();
+  if (served->layer == nullptr) {
+    Reject(id,
+           absl::InvalidArgumentError(
+               absl::StrCat("layer '", request->layer(),
+                            "' is an MoE block; Forward serves linear layers (use MoEForward)")),
+           arrival, metrics);
+    return;
+  }
   if (draining()) {
     Reject(id, absl::UnavailableError("qlayer-server is shutting down"), arrival, metrics);
     return;

@@ -59,4 +59,61 @@ void FillLayerInfo(const LoadedLinear& layer, v1::LayerInfo* out) {
   }
 }
 
+void FillLayerSummary(const LoadedMoE& moe, v1::LayerSummary* out) {
+  const LinearSpec& s = moe.expert_spec();
+  out->set_name(moe.name());
+  out->set_kind(moe.kind());
+  out->set_in_features(moe.hidden());
+  out->set_out_features(moe.hidden());
+  out->set_format(moe.scheme().origin);
+  out->set_weight_type(WeightTypeLabel(s));
+  out->set_group_size(s.wtype == WeightType::kDense ? 0 : s.group_size);
+  out->set_device(moe.device().ToString());
+  out->add_kernels(std::string(moe.kernel().name()));
+}
+
+void FillLayerInfo(const LoadedMoE& moe, v1::LayerInfo* out) {
+  const LinearSpec& s = moe.expert_spec();
+  out->set_name(moe.name());
+  out->set_kind(moe.kind());
+  out->set_in_features(moe.hidden());
+  out->set_out_features(moe.hidden());
+  out->set_format(moe.scheme().origin);
+  out->set_weight_type(WeightTypeLabel(s));
+  out->set_bits(StoredBits(s));
+  out->set_group_size(s.wtype == WeightType::kDense ? 0 : s.group_size);
+  out->set_zero_points(s.zero_points);
+  out->set_act_order(s.g_idx);
+  out->set_has_bias(s.bias);
+  out->set_scale_dtype(std::string(DTypeName(s.scale_dtype)));
+  out->set_weight_bytes(moe.weight_bytes());
+  out->set_prepared_bytes(moe.prepared_bytes());
+  out->set_device(moe.device().ToString());
+  v1::KernelChoice* c = out->add_kernels();
+  c->set_kernel(std::string(moe.kernel().name()));
+  c->set_max_rows(0);
+  for (const Rejection& r : moe.rejected()) {
+    v1::KernelRejection* j = out->add_rejected();
+    j->set_kernel(r.kernel);
+    j->set_reason(std::string(r.why.message()));
+  }
+  const RouterConfig& r = moe.router().config();
+  v1::MoEInfo* m = out->mutable_moe();
+  m->set_num_experts(static_cast<int32_t>(moe.num_experts()));
+  m->set_top_k(r.top_k);
+  m->set_router(r.ToString());
+  m->set_intermediate_size(moe.intermediate());
+  m->set_shared_intermediate_size(moe.shared_intermediate());
+  m->set_shared_expert_gate(moe.shared_expert_gate());
+  m->set_n_group(static_cast<int32_t>(r.n_group));
+  m->set_topk_group(static_cast<int32_t>(r.topk_group));
+  m->set_routed_scaling_factor(r.routed_scaling_factor);
+  m->set_norm_topk_prob(r.norm_topk_prob);
+  m->set_experts_kernel(moe.kernel().Describe());
+  m->set_family(moe.family());
+  m->set_correction_bias(r.has_correction_bias);
+  m->set_scoring(std::string(RouterScoringName(r.scoring)));
+  m->set_topk_method(std::string(TopkMethodName(r.topk_method)));
+}
+
 }  // namespace qlayer

@@ -14,9 +14,22 @@ grpc::ServerUnaryReactor* LayerServiceImpl::ListLayers(grpc::CallbackServerConte
                                                        const v1::ListLayersRequest* request,
                                                        v1::ListLayersResponse* response) {
   const absl::Time start = absl::Now();
-  for (const auto& layer : served_->model().linears()) {
-    if (request->glob().empty() || GlobMatch(request->glob(), layer->name())) {
-      FillLayerSummary(*layer, response->add_layers());
+  // Linear layers and MoE blocks, merged in name order.
+  const Model& model = served_->model();
+  auto linear = model.linears().begin();
+  auto moe = model.moes().begin();
+  auto selected = [&](const std::string& name) {
+    return request->glob().empty() || GlobMatch(request->glob(), name);
+  };
+  while (linear != model.linears().end() || moe != model.moes().end()) {
+    const bool take_moe = linear == model.linears().end() ||
+                          (moe != model.moes().end() && (*moe)->name() < (*linear)->name());
+    if (take_moe) {
+      if (selected((*moe)->name())) FillLayerSummary(**moe, response->add_layers());
+      ++moe;
+    } else {
+      if (selected((*linear)->name())) FillLayerSummary(**linear, response->add_layers());
+      ++linear;
     }
   }
   served_->metrics().list_layers().Record(absl::StatusCode::kOk,
@@ -32,11 +45,15 @@ grpc::ServerUnaryReactor* LayerServiceImpl::DescribeLayer(grpc::CallbackServerCo
   const absl::Time start = absl::Now();
   absl::Status status;
   if (const ServedLayer* served = served_->Find(request->name()); served != nullptr) {
-    FillLayerInfo(*served->layer, response);
+    if (served->layer != nullptr) {
+      FillLayerInfo(*served->layer, response);
+    } else {
+      FillLayerInfo(*served->moe, response);
+    }
   } else {
     status = absl::NotFoundError(
         absl::StrCat("layer '", request->name(), "' is not hosted by this server (",
-                     served_->model().linears().size(), " layers are; ListLayers names them)"));
+                     served_->model().num_layers(), " layers are; ListLayers names them)"));
   }
   served_->metrics().describe_layer().Record(status.code(),
                                              absl::ToDoubleSeconds(absl::Now() - start));
@@ -51,8 +68,8 @@ grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* LayerServiceIm
 }
 
 grpc::ServerBidiReactor<v1::MoEForwardRequest, v1::MoEForwardResponse>*
-LayerServiceImpl::MoEForward(grpc::CallbackServerContext* /*context*/) {
-  return new MoEForwardReactor(served_);
+LayerServiceImpl::MoEForward(grpc::CallbackServerContext* context) {
+  return new MoEForwardReactor(served_, context);
 }
 
 }  // namespace qlayer

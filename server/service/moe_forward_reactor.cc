@@ -1,44 +1,204 @@
 #include "server/service/moe_forward_reactor.h"
 
+#include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/scheduler/moe_runner.h"
+#include "server/wire/moe_codec.h"
 #include "server/wire/status_codec.h"
+#include "server/wire/tensor_codec.h"
 
 namespace qlayer {
+namespace {
 
-MoEForwardReactor::MoEForwardReactor(const ServedModel* served)
+absl::Time ToAbslDeadline(std::chrono::system_clock::time_point tp) {
+  if (tp == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(tp);
+}
+
+// A validated request parked in a batch queue: owns the bytes the queued
+// views point into (the request's `data`, or decoded `values`) and its route.
+struct HeldMoE {
+  std::unique_ptr<v1::MoEForwardRequest> request;
+  Tensor hidden;
+  Tensor logits;
+  MoERouteInput route;
+};
+
+// Checks the routing fields of `request` against `moe` and fills `route`
+// (and `logits_owned` when logits came as values).
+absl::Status DecodeRoute(const v1::MoEForwardRequest& request, const LoadedMoE& moe, int64_t T,
+                         MoERouteInput& route, Tensor& logits_owned) {
+  const std::string& name = moe.name();
+  const bool logits = TensorIsSet(request.router_logits());
+  const bool ids = TensorIsSet(request.topk_ids());
+  const bool weights = TensorIsSet(request.topk_weights());
+  if (logits && (ids || weights)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer ", name,
+        ": set at most one routing source: router_logits, or topk_ids with topk_weights"));
+  }
+  if (ids != weights) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", name, ": topk_ids and topk_weights come together (got only ",
+                     ids ? "topk_ids" : "topk_weights", ")"));
+  }
+  route.return_routing = request.return_routing();
+  if (logits) {
+    absl::StatusOr<DecodedInput> l = DecodeRoutingTensor(
+        request.router_logits(), "router_logits", {DType::kF32, DType::kF16, DType::kBF16}, name);
+    if (!l.ok()) return l.status();
+    const int64_t E = moe.num_experts();
+    if (l->view.dim(0) != T || l->view.dim(1) != E) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", name, ": router_logits have shape ", ShapeToString(l->view.shape),
+                       ", expected [", T, ", ", E, "] (T hidden-state rows, ", E, " experts)"));
+    }
+    route.mode = MoERouteInput::Mode::kLogits;
+    route.logits = l->view;
+    logits_owned = std::move(l->owned);
+    return absl::OkStatus();
+  }
+  if (ids) {
+    absl::StatusOr<DecodedInput> i =
+        DecodeRoutingTensor(request.topk_ids(), "topk_ids", {DType::kI32, DType::kI64}, name);
+    if (!i.ok()) return i.status();
+    absl::StatusOr<DecodedInput> w = DecodeRoutingTensor(
+        request.topk_weights(), "topk_weights", {DType::kF32, DType::kF16, DType::kBF16}, name);
+    if (!w.ok()) return w.status();
+    absl::StatusOr<Routing> r = moe.router().CheckTopk(i->view, w->view, T);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(),
+                          absl::StrCat("layer ", name, ": ", r.status().message()));
+    }
+    route.mode = MoERouteInput::Mode::kTopk;
+    route.topk = *std::move(r);
+    return absl::OkStatus();
+  }
+  if (!moe.router().has_gate()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", name,
+                     ": this block has no router gate loaded; send router_logits or "
+                     "topk_ids with topk_weights"));
+  }
+  route.mode = MoERouteInput::Mode::kGate;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MoEForwardReactor::MoEForwardReactor(const ServedModel* served,
+                                     grpc::CallbackServerContext* context)
     : PipelinedReactor(&served->streams(), served->options().max_inflight_per_stream),
-      served_(served) {
+      served_(served),
+      stream_deadline_(ToAbslDeadline(context->deadline())) {
   Start();
+}
+
+void MoEForwardReactor::Reject(uint64_t request_id, const absl::Status& status, absl::Time arrival,
+                               RequestMetrics& metrics) {
+  v1::MoEForwardResponse response;
+  response.set_request_id(request_id);
+  ToRpcStatus(status, response.mutable_error());
+  const absl::Duration total = absl::Now() - arrival;
+  response.mutable_timing()->set_total_us(absl::ToInt64Microseconds(total));
+  metrics.Record(status.code(), absl::ToDoubleSeconds(total));
+  Answer(std::move(response));
 }
 
 void MoEForwardReactor::HandleRequest(std::unique_ptr<v1::MoEForwardRequest> request) {
   const absl::Time arrival = absl::Now();
+  const uint64_t id = request->request_id();
   const ServedLayer* served = served_->Find(request->layer());
-  absl::Status status;
-  RequestMetrics* metrics;
   if (served == nullptr) {
-    // UNIMPLEMENTED before NOT_FOUND: no name could succeed until MoE lands.
-    status = absl::UnimplementedError(
-        absl::StrCat("MoEForward is not served yet (MoE blocks are not loaded); layer '",
-                     request->layer(), "' is not hosted either"));
-    metrics = &served_->metrics().unknown_layer_moe_forward();
-  } else {
-    status = absl::UnimplementedError(absl::StrCat(
-        "layer '", request->layer(), "' is a ", served->layer->kind(),
-        " layer; MoEForward serves MoE blocks, which this server does not load yet (use "
-        "Forward)"));
-    metrics = &served->metrics->moe_forward();
+    Reject(id,
+           absl::NotFoundError(
+               absl::StrCat("layer '", request->layer(), "' is not hosted by this server (",
+                            served_->model().num_layers(), " layers are; ListLayers names them)")),
+           arrival, served_->metrics().unknown_layer_moe_forward());
+    return;
   }
-  v1::MoEForwardResponse response;
-  response.set_request_id(request->request_id());
-  ToRpcStatus(status, response.mutable_error());
-  const absl::Duration total = absl::Now() - arrival;
-  response.mutable_timing()->set_total_us(absl::ToInt64Microseconds(total));
-  metrics->Record(status.code(), absl::ToDoubleSeconds(total));
-  Answer(std::move(response));
+  RequestMetrics& metrics = served->metrics->moe_forward();
+  if (served->moe == nullptr) {
+    Reject(id,
+           absl::InvalidArgumentError(
+               absl::StrCat("layer '", request->layer(),
+                            "' is a linear layer; MoEForward serves MoE blocks (use Forward)")),
+           arrival, metrics);
+    return;
+  }
+  if (draining()) {
+    Reject(id, absl::UnavailableError("qlayer-server is shutting down"), arrival, metrics);
+    return;
+  }
+  const LoadedMoE& moe = *served->moe;
+  absl::StatusOr<DecodedInput> hidden = DecodeLinearInput(
+      request->hidden_states(), moe.hidden(), served_->options().max_rows_per_request, moe.name());
+  if (!hidden.ok()) {
+    Reject(id, hidden.status(), arrival, metrics);
+    return;
+  }
+  auto held = std::make_shared<HeldMoE>();
+  const absl::Status routed =
+      DecodeRoute(*request, moe, hidden->view.dim(0), held->route, held->logits);
+  if (!routed.ok()) {
+    Reject(id, routed, arrival, metrics);
+    return;
+  }
+  const v1::Encoding encoding = request->output_encoding();
+  const bool used_values = hidden->used_values;
+  const bool return_routing = request->return_routing();
+
+  BatchItem item;
+  item.input = hidden->view;
+  item.arrival = arrival;
+  item.deadline = stream_deadline_;
+  if (request->timeout_us() > 0) {
+    item.deadline = std::min(item.deadline, arrival + absl::Microseconds(request->timeout_us()));
+  }
+  item.cancelled = cancelled_flag();
+  item.moe = &held->route;
+  item.done = [this, id, encoding, used_values, return_routing, arrival, &metrics](BatchResult r) {
+    v1::MoEForwardResponse response;
+    response.set_request_id(id);
+    if (r.status.ok()) {
+      EncodeTensor(r.output, encoding, used_values, response.mutable_output());
+      for (const std::string& k : r.kernels) response.add_kernels(k);
+      if (return_routing) {
+        EncodeRouting(r.routing, encoding, used_values, response.mutable_topk_ids(),
+                      response.mutable_topk_weights());
+      }
+    } else {
+      ToRpcStatus(r.status, response.mutable_error());
+    }
+    r.owner.reset();
+    response.set_batch_rows(r.batch_rows);
+    v1::Timing* t = response.mutable_timing();
+    t->set_queue_us(r.queue_us);
+    t->set_compute_us(r.compute_us);
+    const absl::Duration total = absl::Now() - arrival;
+    t->set_total_us(absl::ToInt64Microseconds(total));
+    metrics.Record(r.status.code(), absl::ToDoubleSeconds(total));
+    CompletePending(std::move(response), r.status.code() != absl::StatusCode::kCancelled);
+  };
+  held->request = std::move(request);
+  held->hidden = std::move(hidden->owned);
+  item.keepalive = std::move(held);
+
+  BeginPending();
+  absl::Status accepted = served->queue->Submit(std::move(item));
+  if (!accepted.ok()) {
+    v1::MoEForwardResponse response;
+    response.set_request_id(id);
+    ToRpcStatus(accepted, response.mutable_error());
+    const absl::Duration total = absl::Now() - arrival;
+    response.mutable_timing()->set_total_us(absl::ToInt64Microseconds(total));
+    metrics.Record(accepted.code(), absl::ToDoubleSeconds(total));
+    CompletePending(std::move(response));
+  }
 }
 
 }  // namespace qlayer

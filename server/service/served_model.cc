@@ -12,6 +12,12 @@ ServedModel::ServedModel(const Model& model, const Scheduler& scheduler, ServerM
     s.queue = scheduler.QueueFor(layer->name());
     s.metrics = metrics.ForLayer(layer->name());
   }
+  for (const auto& moe : model.moes()) {
+    ServedLayer& s = layers_[moe->name()];
+    s.moe = moe.get();
+    s.queue = scheduler.QueueFor(moe->name());
+    s.metrics = metrics.ForLayer(moe->name());
+  }
 }
 
 const ServedLayer* ServedModel::Find(absl::string_view name) const {

@@ -22,10 +22,13 @@ struct ServiceOptions {
   int64_t max_inflight_per_stream = 1024;  // requests read but not yet answered, per stream
 };
 
+// Exactly one of `layer` (a linear layer) and `moe` (an MoE block) is set.
 struct ServedLayer {
   const LoadedLinear* layer = nullptr;
+  const LoadedMoE* moe = nullptr;
   BatchQueue* queue = nullptr;
   LayerMetrics* metrics = nullptr;
+  const std::string& name() const { return layer != nullptr ? layer->name() : moe->name(); }
 };
 
 class ServedModel {

@@ -11,13 +11,13 @@ namespace qlayer {
 namespace {
 
 // cpu_avx512_w4a16 against oneDNN bf16, one thread, CPU time: 4.6-5.1x at
-// M = 2, 1.3-1.6x at 16, 1.05-1.2x at 32, 0.9-1.07x at 48-128 (both
-// compute-bound on vdpbf16ps), oneDNN ahead at 192-256 on two of three
-// shapes. Past 32 the GEMV kernel no longer pays for itself.
+// M = 2, 1.3-1.6x at 16, 1.05-1.2x at 32, then parity within noise
+// (0.74-1.14x at 48-128, both compute-bound on vdpbf16ps) and 0.81-1.0x at
+// 192-256. Past 32 the GEMV kernel no longer pays for itself.
 constexpr int64_t kAvx512MaxM = 32;
 // cpu_avx2_w4a16 serves an AVX2 CPU, where oneDNN 2.6 has no bf16 matmul
 // and onednn_dense runs f32 (measured with ONEDNN_MAX_CPU_ISA=AVX2): 4.3-5.0x
-// at M = 2, 1.5x at 16, 1.0-1.5x at 64. Where the hardware has AVX512_BF16
+// at M = 2, 0.9-2.0x at 8-16, 1.0-1.5x at 64. Where the hardware has AVX512_BF16
 // (the AVX2 kernel then runs only if the AVX-512 one is disabled), oneDNN's
 // bf16 matmul overtakes it between M = 1 (1.4-2.7x) and M = 4 (0.6-0.8x).
 int64_t Avx2MaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 2 : 64; }

@@ -99,16 +99,27 @@ class OnednnDenseKernel final : public LinearKernel {
     has_bias_ = !w.bias.empty();
     if (has_bias_) ConvertToF32(w.bias.data(), w.bias.dtype(), N_, bias_.data());
 
-    // Dequantize to a plain [K, N] f32 matrix, then round to the compute type.
-    std::vector<float> wf(static_cast<size_t>(K_ * N_));
-    DequantizeToF32(w, wf.data());
-    std::vector<uint16_t> wb;
-    void* plain_data = wf.data();
-    if (compute_ == DType::kBF16) {
-      wb.resize(wf.size());
-      ConvertFromF32(wf.data(), K_ * N_, DType::kBF16, wb.data());
-      plain_data = wb.data();
+    // The plain weight in the compute type: a quantized layer dequantized
+    // row by row to [K, N] (tag ab); a dense one converted as it is stored,
+    // [N, K], which oneDNN reads as [K, N] with tag ba. The reorder below
+    // then blocks it; only one plain copy exists at a time.
+    const bool dense = w.wtype == WeightType::kDense;
+    const size_t elt = DTypeSize(compute_);
+    std::vector<char> plain_data(static_cast<size_t>(K_ * N_) * elt);
+    if (dense) {
+      for (int64_t n = 0; n < N_; ++n) {
+        ConvertRow(static_cast<const char*>(w.dense.data()) + n * K_ * DTypeSize(w.dense.dtype()),
+                   w.dense.dtype(), K_, plain_data.data() + n * K_ * elt);
+      }
+    } else {
+      std::vector<float> row(static_cast<size_t>(N_));
+      for (int64_t k = 0; k < K_; ++k) {
+        DequantizeRow(w, k, row.data());
+        ConvertFromF32(row.data(), N_, compute_, plain_data.data() + k * N_ * elt);
+      }
     }
+    absl::MutexLock lock(&mu_);
+    prims_.clear();
     try {
       const dt wdt = ToDnnl(compute_);
       dnnl::memory::desc src({kLayoutProbeM, K_}, wdt, tag::ab);
@@ -116,7 +127,7 @@ class OnednnDenseKernel final : public LinearKernel {
       dnnl::memory::desc dst({kLayoutProbeM, N_}, dt::f32, tag::ab);
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, BiasDesc(), dst), engine_);
       weights_desc_ = pd.weights_desc();
-      dnnl::memory plain({{K_, N_}, wdt, tag::ab}, engine_, plain_data);
+      dnnl::memory plain({{K_, N_}, wdt, dense ? tag::ba : tag::ab}, engine_, plain_data.data());
       weights_ = dnnl::memory(weights_desc_, engine_);
       dnnl::reorder(plain, weights_).execute(stream_, plain, weights_);
       stream_.wait();
@@ -150,26 +161,22 @@ class OnednnDenseKernel final : public LinearKernel {
   // Key of a cached primitive: M, OpenMP threads, destination dtype.
   using PrimKey = std::tuple<int64_t, int, DType>;
 
-  static void DequantizeToF32(const QuantizedLinear& w, float* out) {
-    const int64_t K = w.K, N = w.N;
-    if (w.wtype == WeightType::kDense) {
-      std::vector<float> row(static_cast<size_t>(K));
-      for (int64_t n = 0; n < N; ++n) {
-        ConvertToF32(static_cast<const char*>(w.dense.data()) + n * K * DTypeSize(w.dense.dtype()),
-                     w.dense.dtype(), K, row.data());
-        for (int64_t k = 0; k < K; ++k) out[k * N + n] = row[k];
-      }
+  // Row k of the dequantized weight, (q - z) * s for every column, in f32.
+  static void DequantizeRow(const QuantizedLinear& w, int64_t k, float* out) {
+    const int64_t g = w.group_of(k);
+    ConvertToF32(static_cast<const char*>(w.scales.data()) + g * w.N * DTypeSize(w.scales.dtype()),
+                 w.scales.dtype(), w.N, out);
+    for (int64_t n = 0; n < w.N; ++n) out[n] *= static_cast<float>(w.q(k, n) - w.zero(g, n));
+  }
+
+  // n values of dtype `from` -> the compute dtype.
+  void ConvertRow(const void* src, DType from, int64_t n, void* dst) const {
+    if (compute_ == DType::kF32) {
+      ConvertToF32(src, from, n, static_cast<float*>(dst));
       return;
     }
-    std::vector<float> scale_row(static_cast<size_t>(N));
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t g = w.group_of(k);
-      ConvertToF32(static_cast<const char*>(w.scales.data()) + g * N * DTypeSize(w.scales.dtype()),
-                   w.scales.dtype(), N, scale_row.data());
-      for (int64_t n = 0; n < N; ++n) {
-        out[k * N + n] = static_cast<float>(w.q(k, n) - w.zero(g, n)) * scale_row[n];
-      }
-    }
+    auto* d = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) d[i] = FloatToBf16(LoadAsFloat(src, from, i));
   }
 
   dnnl::memory::desc BiasDesc() const {
@@ -215,7 +222,7 @@ class OnednnDenseKernel final : public LinearKernel {
     if (x.dtype != compute_) {
       const size_t bytes = static_cast<size_t>(M * K_) * DTypeSize(compute_);
       if (src_scratch_.size() < bytes) src_scratch_.resize(bytes);
-      ConvertActivations(x.data, x.dtype, M * K_, src_scratch_.data());
+      ConvertRow(x.data, x.dtype, M * K_, src_scratch_.data());
       src_data = src_scratch_.data();
     }
     void* dst_data = y.data;
@@ -242,16 +249,6 @@ class OnednnDenseKernel final : public LinearKernel {
     }
     if (dst_data != y.data) ConvertFromF32(dst_scratch_.data(), M * N_, y.dtype, y.data);
     return absl::OkStatus();
-  }
-
-  // x (any activation dtype) -> compute dtype.
-  void ConvertActivations(const void* src, DType from, int64_t n, void* dst) const {
-    if (compute_ == DType::kF32) {
-      ConvertToF32(src, from, n, static_cast<float*>(dst));
-      return;
-    }
-    auto* d = static_cast<uint16_t*>(dst);
-    for (int64_t i = 0; i < n; ++i) d[i] = FloatToBf16(LoadAsFloat(src, from, i));
   }
 
   int64_t K_ = 0, N_ = 0;

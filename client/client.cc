@@ -90,7 +90,8 @@ absl::StatusOr<v1::LayerInfo> Client::DescribeLayer(absl::string_view name) {
   return response;
 }
 
-std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int lane) {
+std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int lane,
+                                                 bool wait_for_ready) {
   absl::MutexLock lock(&mu_);
   if (closing_) return nullptr;
   std::shared_ptr<ForwardStream>& slot = streams_[{layer, lane}];
@@ -99,7 +100,7 @@ std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int l
       std::erase_if(retired_, [](const auto& s) { return s->finished(); });
       retired_.push_back(std::move(slot));
     }
-    slot = ForwardStream::Open(stub_.get(), &timer_, options_.wait_for_ready);
+    slot = ForwardStream::Open(stub_.get(), &timer_, options_.wait_for_ready || wait_for_ready);
     streams_opened_.fetch_add(1);
   }
   return slot;
@@ -137,7 +138,7 @@ void Client::Forward(absl::string_view layer, const ConstTensorView& x, const Ca
   // StreamFor replaces a stream that has ended; one that ends between that
   // and Send refuses the call, and the retry opens a fresh one.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    std::shared_ptr<ForwardStream> stream = StreamFor(name, options.lane);
+    std::shared_ptr<ForwardStream> stream = StreamFor(name, options.lane, options.wait_for_ready);
     if (stream == nullptr) {
       done(absl::CancelledError(absl::StrCat("Forward ", layer, ": the client is closing")));
       return;

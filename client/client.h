@@ -68,6 +68,12 @@ struct CallOptions {
   absl::Duration timeout = absl::InfiniteDuration();
   // Which of several streams to the same layer carries the call.
   int lane = 0;
+  // When this call opens a new stream, the stream waits for the channel to
+  // connect (as ClientOptions::wait_for_ready does for every stream), bounded
+  // by `timeout`. RemoteLinear re-sends this way after a server restart: the
+  // call goes out when the new server listens, instead of failing fast once
+  // per backoff step until then.
+  bool wait_for_ready = false;
 };
 
 class Client {
@@ -107,7 +113,7 @@ class Client {
   Client(std::string address, const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);
   // The open stream of (layer, lane), opening one if there is none or the
   // last one ended; nullptr once the client is being destroyed.
-  std::shared_ptr<ForwardStream> StreamFor(const std::string& layer, int lane);
+  std::shared_ptr<ForwardStream> StreamFor(const std::string& layer, int lane, bool wait_for_ready);
 
   const std::string address_;
   const ClientOptions options_;

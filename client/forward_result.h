@@ -23,6 +23,9 @@ struct ForwardResult {
   // Client-side: from Forward() being called to the answer being decoded.
   // latency_us - total_us is what the transport (and client queueing) cost.
   int64_t latency_us = 0;
+  // Times the request was sent: > 1 when RemoteLinear re-sent it after a
+  // stream ended unanswered (qlayer::Client itself sends once).
+  int attempts = 1;
 };
 
 // Called exactly once per Forward call, on a gRPC or timer thread: keep it

@@ -3,6 +3,8 @@
 //   qlayer-cli --server 127.0.0.1:50051 list
 //   qlayer-cli --server 127.0.0.1:50051 describe model.layers.0.mlp.down_proj
 //   qlayer-cli --server 127.0.0.1:50051 forward --layer L --input x.npy --output y.npy
+//   qlayer-cli --server 127.0.0.1:50051 moe --layer L --input x.npy [--topk-ids ids.npy
+//       --topk-weights w.npy | --router-logits l.npy] --output y.npy
 //   qlayer-cli --server 127.0.0.1:50051 verify --layer L --model DIR [--rows 4] [--dtype f16]
 //   qlayer-cli --server 127.0.0.1:50051 bench --layer L --rows 1 --streams 8 --seconds 5 --echo
 //   qlayer-cli echo-server --listen 127.0.0.1:0 --out-features N
@@ -21,12 +23,18 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
+#include "client/cli/moe_commands.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qlayer-server gRPC address (host:port)");
-ABSL_FLAG(std::string, layer, "", "layer name (forward, verify, bench)");
+ABSL_FLAG(std::string, layer, "", "layer name (forward, moe, verify, bench)");
 ABSL_FLAG(std::string, input, "", "forward: input tensor file, .npy or .safetensors");
 ABSL_FLAG(std::string, input_name, "", "forward: tensor to send from a .safetensors input");
 ABSL_FLAG(std::string, output, "", "forward: output tensor file, .npy or .safetensors");
+ABSL_FLAG(std::string, router_logits, "", "moe: router logits [T, E] file (caller routing)");
+ABSL_FLAG(std::string, topk_ids, "", "moe: top-k expert ids [T, k] file (with --topk-weights)");
+ABSL_FLAG(std::string, topk_weights, "", "moe: top-k weights [T, k] file (with --topk-ids)");
+ABSL_FLAG(std::string, topk_ids_out, "", "moe: write the expert ids the server used here");
+ABSL_FLAG(std::string, topk_weights_out, "", "moe: write the routing weights the server used here");
 ABSL_FLAG(std::string, dtype, "",
           "activation dtype on the wire: f16|bf16|f32 (forward: the input's; verify/bench: f16)");
 ABSL_FLAG(std::string, model, "", "verify: the checkpoint directory the server loaded");
@@ -38,6 +46,9 @@ ABSL_FLAG(int32_t, depth, 1, "bench: requests in flight per stream");
 ABSL_FLAG(double, seconds, 5, "bench: measured seconds");
 ABSL_FLAG(double, warmup, -1, "bench: warm-up seconds, not measured (<0: min(1, seconds/5))");
 ABSL_FLAG(bool, echo, false, "bench: also measure a plain gRPC echo of the same payloads");
+ABSL_FLAG(double, bandwidth_gbs, 0,
+          "bench on an MoE block: the server's read bandwidth in GB/s for the floor (0: measure "
+          "this machine's)");
 ABSL_FLAG(bool, json, false, "list/describe/bench: print JSON");
 ABSL_FLAG(std::string, glob, "", "list: only layers matching this glob");
 ABSL_FLAG(double, timeout, 60, "per-call deadline in seconds");
@@ -52,8 +63,12 @@ constexpr char kUsage[] =
     "  list [--glob G] [--json]\n"
     "  describe LAYER [--json]\n"
     "  forward --layer L --input x.npy|x.safetensors --output y.npy|y.safetensors [--dtype D]\n"
+    "  moe --layer L --input x.npy [--router-logits l.npy | --topk-ids ids.npy\n"
+    "      --topk-weights w.npy] --output y.npy [--topk-ids-out i.npy --topk-weights-out w.npy]\n"
+    "      (no routing given: the server routes with the gate it loaded)\n"
     "  verify --layer L --model DIR [--rows M] [--dtype f16|bf16|f32] [--seed S]\n"
     "  bench --layer L [--rows M] [--streams S] [--depth D] [--seconds T] [--echo] [--json]\n"
+    "  (verify and bench take MoE blocks too: every routing mode / the server's router)\n"
     "  echo-server [--listen ADDR] [--out-features N]   (bench --echo starts one itself)\n"
     "Flags may be spelled with dashes or underscores (--input-name = --input_name).";
 
@@ -129,6 +144,21 @@ int main(int argc, char** argv) {
     absl::Status s = qlayer::RunForward(c, cmd, std::cout);
     return s.ok() ? 0 : Fail(s);
   }
+  if (command == "moe") {
+    qlayer::MoECommand cmd;
+    cmd.layer = absl::GetFlag(FLAGS_layer);
+    cmd.input = absl::GetFlag(FLAGS_input);
+    cmd.output = absl::GetFlag(FLAGS_output);
+    cmd.router_logits = absl::GetFlag(FLAGS_router_logits);
+    cmd.topk_ids = absl::GetFlag(FLAGS_topk_ids);
+    cmd.topk_weights = absl::GetFlag(FLAGS_topk_weights);
+    cmd.topk_ids_out = absl::GetFlag(FLAGS_topk_ids_out);
+    cmd.topk_weights_out = absl::GetFlag(FLAGS_topk_weights_out);
+    cmd.dtype = absl::GetFlag(FLAGS_dtype);
+    cmd.timeout = timeout;
+    absl::Status s = qlayer::RunMoE(c, cmd, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
   if (command == "verify") {
     qlayer::VerifyCommand cmd;
     cmd.layer = absl::GetFlag(FLAGS_layer);
@@ -158,6 +188,7 @@ int main(int argc, char** argv) {
     cmd.echo = absl::GetFlag(FLAGS_echo);
     cmd.self_path = SelfPath(argv[0]);
     cmd.seed = absl::GetFlag(FLAGS_seed);
+    cmd.read_bandwidth = absl::GetFlag(FLAGS_bandwidth_gbs) * 1e9;
     absl::Status s = qlayer::RunBench(c, cmd, std::cout);
     return s.ok() ? 0 : Fail(s);
   }

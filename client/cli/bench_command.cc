@@ -13,6 +13,7 @@
 #include "client/cli/child_process.h"
 #include "client/cli/commands.h"
 #include "client/cli/load_run.h"
+#include "client/cli/moe_commands.h"
 #include "client/cli/random_input.h"
 #include "client/cli/tensor_file.h"
 #include "nlohmann/json.hpp"
@@ -121,6 +122,7 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
   }
   QLAYER_ASSIGN_OR_RETURN(DType dtype, ParseActivationDType(cmd.dtype));
   QLAYER_ASSIGN_OR_RETURN(v1::LayerInfo info, client.DescribeLayer(cmd.layer));
+  if (info.kind() == "moe") return RunMoEBench(client, cmd, info, out);
   if (info.kind() != "linear") {
     return absl::UnimplementedError(
         absl::StrCat("bench drives Forward on linear layers; ", cmd.layer, " is ", info.kind()));

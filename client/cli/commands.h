@@ -62,6 +62,9 @@ struct BenchCommand {
   bool echo = false;
   std::string self_path;  // this program, for spawning the echo server
   uint64_t seed = 0;
+  // MoE blocks: the server's memory read bandwidth for the floor, bytes/s
+  // (0: measure this machine's, right for a server on the same host).
+  double read_bandwidth = 0;
 };
 absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out);
 

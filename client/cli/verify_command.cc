@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/commands.h"
+#include "client/cli/moe_commands.h"
 #include "client/cli/random_input.h"
 #include "client/cli/reference.h"
 #include "client/cli/tensor_file.h"
@@ -33,6 +34,7 @@ absl::StatusOr<bool> RunVerify(Client& client, const VerifyCommand& cmd, std::os
   if (cmd.rows < 1) return absl::InvalidArgumentError(absl::StrCat("--rows ", cmd.rows, " < 1"));
   QLAYER_ASSIGN_OR_RETURN(DType dtype, ParseActivationDType(cmd.dtype));
   QLAYER_ASSIGN_OR_RETURN(v1::LayerInfo info, client.DescribeLayer(cmd.layer));
+  if (info.kind() == "moe") return RunMoEVerify(client, cmd, info, out);
   if (info.kind() != "linear") {
     return absl::UnimplementedError(
         absl::StrCat("verify checks linear layers; ", cmd.layer, " is ", info.kind()));

@@ -25,13 +25,13 @@
 // all of its OpenMP threads. The server batches rows per layer anyway.
 #include <map>
 #include <memory>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "cpu/cpu_convert.h"
 #include "cpu/cpu_spec_checks.h"
 #include "cpu/onednn/openmp_threads.h"
@@ -118,7 +118,7 @@ class OnednnDenseKernel final : public LinearKernel {
         ConvertFromF32(row.data(), N_, compute_, plain_data.data() + k * N_ * elt);
       }
     }
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     prims_.clear();
     try {
       const dt wdt = ToDnnl(compute_);
@@ -145,7 +145,7 @@ class OnednnDenseKernel final : public LinearKernel {
     const int64_t M = x.dim(0);
     if (M == 0) return absl::OkStatus();
 
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     const int saved_threads = OmpMaxThreads();
     if (ctx.num_threads > 0) OmpSetNumThreads(ctx.num_threads);
     absl::Status s = ForwardLocked(x, y, M);
@@ -191,8 +191,7 @@ class OnednnDenseKernel final : public LinearKernel {
     return DType::kF32;
   }
 
-  absl::StatusOr<const dnnl::matmul*> GetPrimitive(int64_t M, DType dst_type) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::StatusOr<const dnnl::matmul*> GetPrimitive(int64_t M, DType dst_type) const {  // mu_ held
     const PrimKey key{M, OmpMaxThreads(), dst_type};
     auto it = prims_.find(key);
     if (it != prims_.end()) return &it->second;
@@ -213,8 +212,8 @@ class OnednnDenseKernel final : public LinearKernel {
     }
   }
 
-  absl::Status ForwardLocked(const ConstTensorView& x, const TensorView& y, int64_t M) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status ForwardLocked(const ConstTensorView& x, const TensorView& y,
+                             int64_t M) const {  // mu_ held
     const DType dst_type = DstType(y.dtype);
     QLAYER_ASSIGN_OR_RETURN(const dnnl::matmul* prim, GetPrimitive(M, dst_type));
 
@@ -259,12 +258,16 @@ class OnednnDenseKernel final : public LinearKernel {
   dnnl::memory::desc weights_desc_;
   dnnl::memory weights_;
 
-  mutable absl::Mutex mu_;
-  mutable dnnl::stream stream_ ABSL_GUARDED_BY(mu_);
-  mutable std::map<PrimKey, dnnl::matmul> prims_ ABSL_GUARDED_BY(mu_);
-  mutable dnnl::matmul uncached_ ABSL_GUARDED_BY(mu_);
-  mutable std::vector<char> src_scratch_ ABSL_GUARDED_BY(mu_);
-  mutable std::vector<float> dst_scratch_ ABSL_GUARDED_BY(mu_);
+  // std::mutex, not absl::Mutex: Debian's Abseil is not built for
+  // ThreadSanitizer, which then cannot see absl::Mutex and reports races on
+  // what it guards (QLAYER_SANITIZE=thread builds); pthread it intercepts.
+  // Guards everything below.
+  mutable std::mutex mu_;
+  mutable dnnl::stream stream_;
+  mutable std::map<PrimKey, dnnl::matmul> prims_;
+  mutable dnnl::matmul uncached_;
+  mutable std::vector<char> src_scratch_;
+  mutable std::vector<float> dst_scratch_;
 };
 
 absl::Status OnednnCanImplement(const LinearSpec& spec, const Device& device) {

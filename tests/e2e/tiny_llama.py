@@ -27,6 +27,14 @@ import torch.nn.functional as F
 
 from qlayer.torch_modules import parallel_forward
 
+# False: independent projections are called one after another even when
+# remote (the benchmark's "sequential" case).
+PIPELINE = True
+
+
+def _independent(modules, x):
+    return parallel_forward(modules, x) if PIPELINE else [m(x) for m in modules]
+
 
 @dataclasses.dataclass
 class Config:
@@ -83,7 +91,7 @@ class Attention(torch.nn.Module):
     def forward(self, x, cache, pos):
         c = self.c
         b, t, _ = x.shape
-        q, k, v = parallel_forward([self.q_proj, self.k_proj, self.v_proj], x)
+        q, k, v = _independent([self.q_proj, self.k_proj, self.v_proj], x)
         q = _rope(q.view(b, t, c.heads, c.head_dim).transpose(1, 2), pos, c.rope_theta)
         k = _rope(k.view(b, t, c.kv_heads, c.head_dim).transpose(1, 2), pos, c.rope_theta)
         v = v.view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
@@ -109,7 +117,7 @@ class MLP(torch.nn.Module):
 
     def forward(self, x):
         gate, up, down = (getattr(self, n) for n in self._names)
-        g, u = parallel_forward([gate, up], x)
+        g, u = _independent([gate, up], x)
         return down(F.silu(g) * u)
 
 

@@ -43,7 +43,10 @@ class HealthService::WatchReactor final : public grpc::ServerWriteReactor<Health
     if (!ok) {
       finish_requested_ = true;
       finish_status_ = grpc::Status::CANCELLED;
-    } else if (next_.has_value() && !finish_requested_) {
+      next_.reset();
+    } else if (next_.has_value()) {
+      // Sent even when End() came meanwhile: a draining server's last word
+      // to its watchers is NOT_SERVING.
       const ServingStatus s = *next_;
       next_.reset();
       WriteLocked(s);
@@ -53,6 +56,7 @@ class HealthService::WatchReactor final : public grpc::ServerWriteReactor<Health
 
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
+    next_.reset();
     finish_requested_ = true;
     finish_status_ = grpc::Status::CANCELLED;
     MaybeFinishLocked();

@@ -304,7 +304,9 @@ def dequantize(dump, meta, name):
     else:
         z = 8.0 if bits == 4 else 128.0
     s = dump[name + ".scales"].double().numpy()[g, :]
-    return torch.from_numpy(((q.astype(np.float64) - z) * s).T.copy()).float()
+    w = torch.from_numpy(((q.astype(np.float64) - z) * s).T.copy()).float()
+    assert tuple(w.shape) == (N, K), (name, tuple(w.shape), (N, K))
+    return w
 
 
 # The programs.

@@ -39,7 +39,6 @@ import threading
 import time
 
 import grpc
-import numpy as np
 
 from . import _proto, wire
 from .tensors import from_raw, wire_tensor

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from . import _proto
-from .client import QlayerError
 from .tensors import from_raw
 from .wire import WireTensor
 

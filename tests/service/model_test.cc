@@ -56,7 +56,9 @@ TEST_F(ModelTest, LoadsTheLayersTheGlobSelects) {
   for (int64_t rows : {1, 7, 33, 1000}) {
     const int i = l->KernelIndexFor(rows);
     EXPECT_GE(l->kernels()[static_cast<size_t>(i)].max_m, rows);
-    if (i > 0) EXPECT_LT(l->kernels()[static_cast<size_t>(i - 1)].max_m, rows);
+    if (i > 0) {
+      EXPECT_LT(l->kernels()[static_cast<size_t>(i - 1)].max_m, rows);
+    }
   }
 }
 

@@ -55,7 +55,9 @@ class ServerE2E : public ::testing::Test {
     ASSERT_TRUE(server_->ok());
   }
   static void TearDownTestSuite() {
-    if (server_ != nullptr) EXPECT_EQ(server_->Terminate(20), 0);
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Terminate(20), 0);
+    }
     delete server_;
     delete refs_;
     delete dir_;
@@ -167,7 +169,9 @@ TEST_F(ServerE2E, ListAndDescribeShowShapesFormatAndKernelChoice) {
   ASSERT_GT(info.kernels_size(), 0);
   for (int i = 0; i + 1 < info.kernels_size(); ++i) {
     EXPECT_GT(info.kernels(i).max_rows(), 0);
-    if (i > 0) EXPECT_GT(info.kernels(i).max_rows(), info.kernels(i - 1).max_rows());
+    if (i > 0) {
+      EXPECT_GT(info.kernels(i).max_rows(), info.kernels(i - 1).max_rows());
+    }
   }
   EXPECT_EQ(info.kernels(info.kernels_size() - 1).max_rows(), 0);
   std::set<std::string> seen;

@@ -12,7 +12,6 @@ namespace qlayer {
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
                                                         const ClientOptions& options) {
-  if (address.empty()) return absl::InvalidArgumentError("server address is empty");
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
@@ -22,11 +21,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
               static_cast<int>(absl::ToInt64Milliseconds(options.min_reconnect_backoff)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  if (channel == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", address));
-  }
-  return std::unique_ptr<Client>(new Client(address, options, std::move(channel)));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateSecureChannel(address, args, options.security);
+  if (!channel.ok()) return channel.status();
+  return std::unique_ptr<Client>(new Client(address, options, *std::move(channel)));
 }
 
 Client::Client(std::string address, const ClientOptions& options,

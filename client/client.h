@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/channel_security.h"
 #include "client/deadline_timer.h"
 #include "client/forward_result.h"
 #include "grpcpp/grpcpp.h"
@@ -61,6 +62,9 @@ struct ClientOptions {
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
   // Deadline of ListLayers / DescribeLayer.
   absl::Duration unary_timeout = absl::Seconds(30);
+  // TLS, mutual TLS and the bearer token (client/channel_security.h);
+  // default: plaintext, no token.
+  ChannelSecurity security;
 };
 
 struct CallOptions {
@@ -78,8 +82,9 @@ struct CallOptions {
 
 class Client {
  public:
-  // Creates the channel (insecure: qlayer serves plaintext on loopback or a
-  // private network). Does not wait for the server; see WaitForReady.
+  // Creates the channel: plaintext unless options.security asks for TLS (and
+  // a client certificate, a bearer token). Does not wait for the server; see
+  // WaitForReady.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
                                                          const ClientOptions& options = {});
   // Cancels every open stream (pending calls end CANCELLED, their callbacks
@@ -89,6 +94,8 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   const std::string& address() const { return address_; }
+  // As given to Connect (other channels to the same server reuse security).
+  const ClientOptions& options() const { return options_; }
 
   // Blocks until the channel is connected; UNAVAILABLE naming the address if
   // it is not within `timeout`.

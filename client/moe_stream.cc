@@ -12,16 +12,13 @@ namespace qlayer {
 
 absl::StatusOr<std::unique_ptr<MoEStream>> MoEStream::Open(const std::string& address,
                                                            absl::Duration connect_timeout,
-                                                           absl::Duration stream_timeout) {
-  if (address.empty()) return absl::InvalidArgumentError("server address is empty");
+                                                           absl::Duration stream_timeout,
+                                                           const ChannelSecurity& security) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
   auto s = std::unique_ptr<MoEStream>(new MoEStream);
-  s->channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  if (s->channel_ == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", address));
-  }
+  QLAYER_ASSIGN_OR_RETURN(s->channel_, CreateSecureChannel(address, args, security));
   if (!s->channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
     return absl::UnavailableError(absl::StrCat("server ", address, " not reachable within ",
                                                absl::FormatDuration(connect_timeout)));

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/channel_security.h"
 #include "grpcpp/grpcpp.h"
 #include "qlayer/kernels/tensor.h"
 #include "qlayer/v1/layer_service.grpc.pb.h"
@@ -56,9 +57,11 @@ class MoEStream {
  public:
   // Connects (waiting up to `connect_timeout`) and opens the stream; the
   // stream's own deadline is `stream_timeout` from now (infinite = none).
+  // `security`: TLS / client certificate / bearer token, as for Client.
   static absl::StatusOr<std::unique_ptr<MoEStream>> Open(
       const std::string& address, absl::Duration connect_timeout,
-      absl::Duration stream_timeout = absl::InfiniteDuration());
+      absl::Duration stream_timeout = absl::InfiniteDuration(),
+      const ChannelSecurity& security = {});
   ~MoEStream();  // cancels the stream if Close was not called
 
   // Sends one request; returns its request_id (1, 2, ... per stream). The

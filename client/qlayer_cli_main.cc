@@ -26,6 +26,15 @@
 #include "client/cli/moe_commands.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qlayer-server gRPC address (host:port)");
+ABSL_FLAG(bool, tls, false, "connect over TLS with the system's root CAs (see --tls-ca)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM root CA(s) to verify the server with; implies --tls");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for a server with --tls-client-ca (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name to verify in the server's certificate instead of --server's host");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file with the bearer token (first non-blank line) sent on every call; needs TLS");
 ABSL_FLAG(std::string, layer, "", "layer name (forward, moe, verify, bench)");
 ABSL_FLAG(std::string, input, "", "forward: input tensor file, .npy or .safetensors");
 ABSL_FLAG(std::string, input_name, "", "forward: tensor to send from a .safetensors input");
@@ -58,7 +67,8 @@ ABSL_FLAG(int64_t, out_features, 0, "echo-server: N of the answers (0: the input
 namespace {
 
 constexpr char kUsage[] =
-    "qlayer-cli --server HOST:PORT COMMAND [flags]\n"
+    "qlayer-cli --server HOST:PORT [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key]\n"
+    "           [--auth-token-file token]] COMMAND [flags]\n"
     "commands:\n"
     "  list [--glob G] [--json]\n"
     "  describe LAYER [--json]\n"
@@ -115,7 +125,17 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : Fail(s);
   }
 
-  auto client = qlayer::Client::Connect(absl::GetFlag(FLAGS_server));
+  qlayer::ClientOptions options;
+  absl::StatusOr<qlayer::ChannelSecurity> security =
+      qlayer::ChannelSecurity::FromFiles({.tls_ca = absl::GetFlag(FLAGS_tls_ca),
+                                          .tls_cert = absl::GetFlag(FLAGS_tls_cert),
+                                          .tls_key = absl::GetFlag(FLAGS_tls_key),
+                                          .auth_token_file = absl::GetFlag(FLAGS_auth_token_file),
+                                          .tls_server_name = absl::GetFlag(FLAGS_tls_server_name),
+                                          .tls = absl::GetFlag(FLAGS_tls)});
+  if (!security.ok()) return Fail(security.status());
+  options.security = *std::move(security);
+  auto client = qlayer::Client::Connect(absl::GetFlag(FLAGS_server), options);
   if (!client.ok()) return Fail(client.status());
   qlayer::Client& c = **client;
 

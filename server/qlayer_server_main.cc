@@ -5,6 +5,7 @@
 //   qlayer-server --model DIR [--layers GLOB] [--listen 127.0.0.1:50051]
 //                 [--metrics-listen 127.0.0.1:9400] [--device auto|cpu|cuda:N]
 //                 [--kernel NAME] [--disabled-kernels a,b] ...
+//                 [--tls-cert F --tls-key F [--tls-client-ca F]] [--auth-token-file F]
 //
 // Once serving, prints one line on stdout with the bound ports (port 0 picks
 // a free one), for scripts and tests:
@@ -53,6 +54,19 @@ ABSL_FLAG(int64_t, max_receive_bytes, 64 << 20,
           "largest gRPC message accepted; a larger one ends its stream with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_inflight_per_stream, 1024,
           "requests read but not yet answered per stream before reading pauses");
+ABSL_FLAG(int64_t, max_streams_per_connection, 1024,
+          "HTTP/2 streams one client connection may hold open (a client holds one per layer "
+          "and lane it calls); 0 = gRPC's default, no limit");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls-key); /metrics stays HTTP");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: mutual TLS, gRPC clients must present a certificate it signed");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file of accepted bearer tokens (one per line): every RPC except grpc.health.v1 needs "
+          "'authorization: Bearer <token>'; requires TLS");
+ABSL_FLAG(std::string, metrics_auth_token_file, "",
+          "file of bearer tokens accepted on /metrics (plain HTTP: not the gRPC tokens)");
 ABSL_FLAG(int, workers, 0, "compute worker threads; 0 = one per hardware thread");
 ABSL_FLAG(int, kernel_threads, 0, "threads one kernel call may use; 0 = the kernel's default");
 ABSL_FLAG(double, grace_seconds, 10, "on SIGTERM, how long open streams may take to finish");
@@ -75,6 +89,12 @@ int Run() {
   options.service.max_rows_per_request = absl::GetFlag(FLAGS_max_rows_per_request);
   options.service.max_inflight_per_stream = absl::GetFlag(FLAGS_max_inflight_per_stream);
   options.max_receive_bytes = absl::GetFlag(FLAGS_max_receive_bytes);
+  options.max_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
+  options.security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.security.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.security.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.security.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.security.metrics_auth_token_file = absl::GetFlag(FLAGS_metrics_auth_token_file);
   if (options.model.dir.empty()) {
     std::fprintf(stderr, "qlayer-server: --model DIR is required\n");
     return 2;
@@ -139,6 +159,8 @@ int main(int argc, char** argv) {
       "  qlayer-server --model DIR [--layers GLOB] [--listen 127.0.0.1:50051]\n"
       "                [--metrics-listen 127.0.0.1:9400] [--device auto|cpu|cuda:N]\n"
       "                [--kernel NAME] [--disabled-kernels a,b]\n"
+      "                [--tls-cert F --tls-key F [--tls-client-ca F]] [--auth-token-file F]\n"
+      "                [--metrics-auth-token-file F]\n"
       "Flags may be spelled with dashes or underscores (--metrics-listen = --metrics_listen).");
   absl::ParseCommandLine(argc, argv);
   return Run();

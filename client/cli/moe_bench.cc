@@ -125,8 +125,8 @@ absl::Status RunMoEBench(Client& client, const BenchCommand& cmd, const v1::Laye
         ++errors[std::string(absl::StatusCodeToString(st.code()))];
         if (first_error.empty()) first_error = st.ToString();
       };
-      absl::StatusOr<std::unique_ptr<MoEStream>> stream =
-          MoEStream::Open(client.address(), absl::Seconds(30));
+      absl::StatusOr<std::unique_ptr<MoEStream>> stream = MoEStream::Open(
+          client.address(), absl::Seconds(30), absl::InfiniteDuration(), client.options().security);
       if (!stream.ok()) return fail(stream.status());
       MoERoutingInput routing;
       routing.return_routing = true;

@@ -53,8 +53,9 @@ absl::Status RunMoE(Client& client, const MoECommand& cmd, std::ostream& out) {
     routing.topk_weights = weights.view();
     mode = "caller top-k";
   }
-  QLAYER_ASSIGN_OR_RETURN(std::unique_ptr<MoEStream> stream,
-                          MoEStream::Open(client.address(), cmd.timeout, cmd.timeout));
+  QLAYER_ASSIGN_OR_RETURN(
+      std::unique_ptr<MoEStream> stream,
+      MoEStream::Open(client.address(), cmd.timeout, cmd.timeout, client.options().security));
   QLAYER_RETURN_IF_ERROR(stream->Send(cmd.layer, x.view(), routing).status());
   QLAYER_ASSIGN_OR_RETURN(MoEResult r, stream->Read());
   QLAYER_RETURN_IF_ERROR(stream->Close());

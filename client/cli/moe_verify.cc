@@ -57,8 +57,9 @@ absl::StatusOr<bool> RunMoEVerify(Client& client, const VerifyCommand& cmd,
       << info.group_size() << ", H=" << H << ") on " << info.device() << ": dtype " << cmd.dtype
       << ", seed " << seed << ", tolerance " << tolerance << "\n";
 
-  QLAYER_ASSIGN_OR_RETURN(std::unique_ptr<MoEStream> stream,
-                          MoEStream::Open(client.address(), cmd.timeout, cmd.timeout));
+  QLAYER_ASSIGN_OR_RETURN(
+      std::unique_ptr<MoEStream> stream,
+      MoEStream::Open(client.address(), cmd.timeout, cmd.timeout, client.options().security));
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
   std::vector<int64_t> row_counts = {1};
   if (cmd.rows > 1) row_counts.push_back(cmd.rows);

@@ -9,6 +9,7 @@
 #include "grpcpp/server_builder.h"
 #include "qlayer/kernels/status_macros.h"
 #include "server/common/log.h"
+#include "server/security/grpc_credentials.h"
 
 namespace qlayer {
 namespace {
@@ -40,11 +41,20 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Mode
         ", --max-batch-rows ", options.scheduler.queue.max_batch_rows, ", --max-queue ",
         options.scheduler.queue.max_queue));
   }
+  if (options.max_streams_per_connection < 0 ||
+      options.max_streams_per_connection > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-streams-per-connection ",
+                                                   options.max_streams_per_connection,
+                                                   " is not in [0, 2147483647]"));
+  }
+  // Files first: a bad certificate or token file stops the start before
+  // anything listens.
+  QLAYER_ASSIGN_OR_RETURN(const LoadedSecurity security, LoadSecurity(options.security));
   auto app = std::unique_ptr<ServerApp>(new ServerApp);
   app->model_ = std::move(model);
   QLAYER_ASSIGN_OR_RETURN(app->metrics_, ServerMetrics::Create(*app->model_));
   if (!options.metrics_listen.empty()) {
-    QLAYER_RETURN_IF_ERROR(app->metrics_->Serve(options.metrics_listen));
+    QLAYER_RETURN_IF_ERROR(app->metrics_->Serve(options.metrics_listen, security.metrics_tokens));
   }
   ServerMetrics* metrics = app->metrics_.get();
   app->scheduler_ = std::make_unique<Scheduler>(
@@ -60,13 +70,18 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Mode
   // and split the traffic; a taken port must be an error instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &app->port_);
+  if (options.max_streams_per_connection > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               static_cast<int>(options.max_streams_per_connection));
+  }
+  builder.AddListeningPort(options.listen, MakeServerCredentials(security), &app->port_);
   builder.RegisterService(app->layer_service_.get());
   builder.RegisterService(app->health_.get());
   app->server_ = builder.BuildAndStart();
   if (app->server_ == nullptr || app->port_ == 0) {
     return absl::UnavailableError(
-        absl::StrCat("--listen ", options.listen, ": cannot bind (address in use or invalid)"));
+        absl::StrCat("--listen ", options.listen, ": cannot bind (address in use or invalid",
+                     security.tls() ? ", or the TLS certificate and key do not match" : "", ")"));
   }
   app->address_ = WithPort(options.listen, app->port_);
   app->health_->SetServing(true);
@@ -76,7 +91,14 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Serve(std::unique_ptr<Mode
                    << options.scheduler.queue.max_batch_rows << ", queue "
                    << options.scheduler.queue.max_queue << " per layer, "
                    << options.service.max_rows_per_request << " rows per request, "
-                   << options.max_receive_bytes << " bytes per message";
+                   << options.max_receive_bytes << " bytes per message, "
+                   << options.max_streams_per_connection << " streams per connection; "
+                   << (security.mutual_tls() ? "mutual TLS"
+                       : security.tls()      ? "TLS"
+                                             : "plaintext")
+                   << (security.tokens != nullptr
+                           ? absl::StrCat(", bearer tokens (", security.tokens->size(), ")")
+                           : std::string(", no authentication"));
   return app;
 }
 

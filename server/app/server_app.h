@@ -17,6 +17,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/model/model.h"
 #include "server/scheduler/scheduler.h"
+#include "server/security/security_options.h"
 #include "server/service/health_service.h"
 #include "server/service/layer_service.h"
 #include "server/service/served_model.h"
@@ -33,6 +34,13 @@ struct ServerOptions {
   // RESOURCE_EXHAUSTED. Requests under it but over --max-rows-per-request
   // get an INVALID_ARGUMENT answer and the stream lives on.
   int64_t max_receive_bytes = 64 << 20;
+  // HTTP/2 streams one client connection may hold open at once
+  // (GRPC_ARG_MAX_CONCURRENT_STREAMS). A client holds one Forward stream per
+  // (layer, lane) it calls, so this caps what one connection can pin; more
+  // streams wait (client side) for one to end. 0 = gRPC's default (no limit).
+  int64_t max_streams_per_connection = 1024;
+  // TLS, mutual TLS and bearer tokens, on the gRPC port and on /metrics.
+  SecurityOptions security;
 };
 
 class ServerApp {

@@ -7,12 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
+#include "server/metrics/metrics_http.h"
 #include "server/wire/status_codec.h"
 
 namespace qlayer {
@@ -224,17 +224,13 @@ void ServerMetrics::Build(const Model& model) {
   describe_layer_ = request_metrics("", RpcMethod::kDescribeLayer, {C::kOk, C::kNotFound});
 }
 
-absl::Status ServerMetrics::Serve(const std::string& listen) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen);
-    exposer_->RegisterCollectable(registry_, "/metrics");
-    const std::vector<int> ports = exposer_->GetListeningPorts();
-    port_ = ports.empty() ? 0 : ports.front();
-  } catch (const std::exception& e) {
-    exposer_.reset();
-    return absl::UnavailableError(
-        absl::StrCat("--metrics-listen ", listen, ": cannot serve /metrics: ", e.what()));
-  }
+absl::Status ServerMetrics::Serve(const std::string& listen,
+                                  std::shared_ptr<const BearerTokens> tokens) {
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+      MetricsHttpServer::Start(listen, registry_, std::move(tokens));
+  if (!http.ok()) return http.status();
+  http_ = std::move(*http);
+  port_ = http_->port();
   return absl::OkStatus();
 }
 

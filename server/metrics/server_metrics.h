@@ -24,10 +24,10 @@
 #include "absl/strings/string_view.h"
 #include "server/model/model.h"
 #include "server/scheduler/batch_observer.h"
+#include "server/security/bearer_tokens.h"
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Gauge;
 class Histogram;
 class Registry;
@@ -36,6 +36,8 @@ class Family;
 }  // namespace prometheus
 
 namespace qlayer {
+
+class MetricsHttpServer;
 
 enum class RpcMethod { kForward, kMoEForward, kListLayers, kDescribeLayer };
 absl::string_view RpcMethodName(RpcMethod m);  // "Forward", ...
@@ -95,8 +97,10 @@ class ServerMetrics {
   ~ServerMetrics();
 
   // Serves /metrics over HTTP on `listen` ("127.0.0.1:9400"; port 0 picks a
-  // free one, see port()).
-  absl::Status Serve(const std::string& listen);
+  // free one, see port()); with `tokens`, a scrape must carry
+  // "Authorization: Bearer <token>" (server/metrics/metrics_http.h).
+  absl::Status Serve(const std::string& listen,
+                     std::shared_ptr<const BearerTokens> tokens = nullptr);
   int port() const { return port_; }
 
   // nullptr for a layer the model does not host.
@@ -119,7 +123,7 @@ class ServerMetrics {
   void Build(const Model& model);  // may throw; Create() catches
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
   int port_ = 0;
   prometheus::Gauge* open_streams_ = nullptr;
   std::map<std::string, std::unique_ptr<LayerMetrics>, std::less<>> layers_;

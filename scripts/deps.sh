@@ -8,6 +8,7 @@ QLAYER_DEBIAN_PACKAGES=(
   libdnnl-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-torch curl
+  libssl-dev openssl  # token digests; the security tests make a throwaway PKI
 )
 missing=()
 for p in "${QLAYER_DEBIAN_PACKAGES[@]}"; do

@@ -11,6 +11,7 @@
 
 #include "fuzz/fuzz_util.h"
 #include "nlohmann/json.hpp"
+#include "server/checkpoint/json_fields.h"
 #include "server/checkpoint/quant_config.h"
 
 namespace {
@@ -45,8 +46,11 @@ void CheckScheme(const qlayer::LayerScheme& s, const std::string& name) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  nlohmann::json j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return 0;
+  // As Checkpoint::Open reads config.json (bounded nesting).
+  auto parsed =
+      qlayer::ParseJsonBounded(absl::string_view(reinterpret_cast<const char*>(data), size));
+  if (!parsed.ok()) return 0;
+  nlohmann::json j = *std::move(parsed);
   if (!j.is_object() || !j.contains("quantization_config")) {
     nlohmann::json wrapped = nlohmann::json::object();
     wrapped["quantization_config"] = std::move(j);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "qlayer/kernels/status_macros.h"
+#include "server/checkpoint/json_fields.h"
 
 namespace qlayer {
 namespace {
@@ -76,8 +77,11 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, " is not valid JSON"));
+  absl::StatusOr<nlohmann::json> parsed = ParseJsonBounded(text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " ", parsed.status().message()));
+  }
+  nlohmann::json j = *std::move(parsed);
   if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
   }

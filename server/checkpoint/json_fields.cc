@@ -13,6 +13,35 @@ absl::Status WrongType(absl::string_view where, absl::string_view key, absl::str
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text) {
+  // Depth of [ and { outside strings, checked before nlohmann builds a tree.
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("nests deeper than ", kMaxJsonDepth, " levels (at byte ", i, ")"));
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr,
+                                           /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("is not valid JSON");
+  return j;
+}
+
 const nlohmann::json* FieldOrNull(const nlohmann::json& obj, absl::string_view key) {
   if (!obj.is_object()) return nullptr;
   auto it = obj.find(std::string(key));

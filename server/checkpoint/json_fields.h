@@ -15,6 +15,17 @@
 
 namespace qlayer {
 
+// Checkpoint JSON (a safetensors header, config.json, the shard index) may
+// nest at most this deep. nlohmann's parser is iterative but dump(), copies
+// and comparisons recurse, so a hostile file nested 10^5 levels deep would
+// overflow the stack in an error message or a config copy (found by
+// fuzz/safetensors_fuzz.cc). Real files nest a handful of levels.
+inline constexpr int kMaxJsonDepth = 128;
+
+// Parses `text` without exceptions. INVALID_ARGUMENT "is not valid JSON" or
+// "nests deeper than 128 levels" (callers prefix the file).
+absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text);
+
 // The value of `key` (nullptr when absent or null).
 const nlohmann::json* FieldOrNull(const nlohmann::json& obj, absl::string_view key);
 

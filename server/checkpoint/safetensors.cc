@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "qlayer/kernels/status_macros.h"
+#include "server/checkpoint/json_fields.h"
 
 namespace qlayer {
 namespace {
@@ -159,9 +160,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   }
   // Non-throwing parse; trailing spaces (the writers' 8-byte padding) are
   // whitespace to the parser.
-  const nlohmann::json j = nlohmann::json::parse(header, header + header_len, nullptr,
-                                                 /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Bad(path, "header is not valid JSON");
+  absl::StatusOr<nlohmann::json> parsed =
+      ParseJsonBounded(absl::string_view(header, static_cast<size_t>(header_len)));
+  if (!parsed.ok()) return Bad(path, absl::StrCat("header ", parsed.status().message()));
+  const nlohmann::json& j = *parsed;
   if (!j.is_object()) return Bad(path, "header is not a JSON object");
 
   std::vector<Entry> entries;

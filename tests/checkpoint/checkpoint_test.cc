@@ -206,6 +206,27 @@ TEST_F(IndexTest, RejectsMalformedIndex) {
               "past the end of the file");
 }
 
+// Regression (fuzz/regressions/index/deep-weight-map-entry): an index whose
+// weight_map value nests 200000 deep overflowed the stack in the error
+// message's dump(); a config.json as deep overflowed copying the
+// quantization_config. Both are refused when read.
+TEST_F(IndexTest, RejectsDeeplyNestedJson) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  ExpectError(R"({"weight_map": {"x": )" + deep + "}}", absl::StatusCode::kInvalidArgument,
+              "nests deeper than 128 levels");
+}
+
+TEST(CheckpointOpenTest, RejectsDeeplyNestedConfig) {
+  TempDir dir;
+  WriteFile(dir.file("model.safetensors"), testing::RawSafetensors("{}", ""));
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  WriteFile(dir.file("config.json"),
+            R"({"quantization_config": {"quant_method": "gptq", "x": )" + deep + "}}");
+  auto bad = Checkpoint::Open(dir.path());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("config.json nests deeper than 128 levels"));
+}
+
 TEST(CheckpointOpenTest, ClearErrors) {
   TempDir dir;
   auto missing = Checkpoint::Open(dir.file("nope"));

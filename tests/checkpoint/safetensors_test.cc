@@ -178,11 +178,39 @@ TEST_F(SafetensorsHostileTest, TruncatedRealFile) {
 
 TEST_F(SafetensorsHostileTest, DeeplyNestedHeader) {
   // A million nested arrays: must not overflow the stack while parsing or
-  // destroying the JSON.
+  // destroying the JSON; nesting past kMaxJsonDepth is refused up front.
   const int depth = 1000000;
   ExpectInvalid(
       RawSafetensors("{\"a\": " + std::string(depth, '[') + std::string(depth, ']') + "}", ""),
-      "tensor 'a' is not a JSON object");
+      "nests deeper than 128 levels");
+}
+
+// Regression (fuzz/regressions/safetensors/deep-shape-entry): a shape entry
+// nested 200000 deep overflowed the stack in the error message's dump().
+TEST_F(SafetensorsHostileTest, DeeplyNestedShapeEntry) {
+  const int depth = 200000;
+  ExpectInvalid(RawSafetensors(R"({"t": {"dtype": "F16", "shape": [)" + std::string(depth, '[') +
+                                   std::string(depth, ']') + R"(], "data_offsets": [0, 0]}})",
+                               ""),
+                "nests deeper than 128 levels");
+  // 128 levels are still JSON we read (the shape entry is then just wrong).
+  ExpectInvalid(RawSafetensors(R"({"t": {"dtype": "F16", "shape": [)" + std::string(125, '[') +
+                                   std::string(125, ']') + R"(], "data_offsets": [0, 0]}})",
+                               ""),
+                "shape entry that is not an integer");
+}
+
+TEST_F(SafetensorsHostileTest, BracketsInsideStringsAreNotNesting) {
+  // Tensor names and metadata may hold any characters; only structure counts.
+  // JSON text [[[...\"{ : an escaped quote must not end the string early.
+  const std::string name = std::string(500, '[') + "\\\"{";
+  auto f = OpenBytes(
+      RawSafetensors(R"({"__metadata__": {"m": ")" + std::string(500, '{') + R"("}, ")" + name +
+                         R"(": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})",
+                     kBuf16));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_NE((*f)->Find(std::string(500, '[') + "\"{"), nullptr);
+  EXPECT_EQ((*f)->metadata().at("m"), std::string(500, '{'));
 }
 
 TEST_F(SafetensorsHostileTest, BadMetadata) {

@@ -267,7 +267,16 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
     header[name] = std::move(e);
     offset += t.nbytes();
   }
-  std::string text = header.dump();
+  // dump() throws on a name or metadata string that is not valid UTF-8 (found
+  // by fuzz/moe_catalog_fuzz.cc); the JSON header cannot hold one.
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write ", path,
+                     ": a tensor name or metadata string is not valid UTF-8 (", e.what(), ")"));
+  }
   // Pad with spaces so the byte buffer starts 8-aligned in the file (the
   // Python writer does the same; mmap'd views are then aligned).
   text.append((8 - text.size() % 8) % 8, ' ');

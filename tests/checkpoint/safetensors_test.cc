@@ -285,6 +285,25 @@ TEST(SafetensorsRoundTripTest, EveryDtypeAndShape) {
   }
 }
 
+// Regression (fuzz/regressions/moe_catalog/invalid-utf8-tensor-name): a name
+// that is not UTF-8 made nlohmann's dump() throw out of WriteSafetensors.
+TEST(SafetensorsWriterTest, RejectsNamesThatAreNotUtf8) {
+  TempDir dir;
+  const std::string path = dir.file("t.safetensors");
+  NamedTensors t;
+  t.emplace("model.\x87layer.weight", Tensor::Zeros(DType::kF16, {2, 2}));
+  absl::Status s = WriteSafetensors(path, t);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not valid UTF-8"));
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+
+  NamedTensors ok;
+  ok.emplace("w", Tensor::Zeros(DType::kF16, {2, 2}));
+  s = WriteSafetensors(path, ok, {{"format", "p\xfft"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
 TEST(SafetensorsWriterTest, RejectsUnstorable) {
   TempDir dir;
   NamedTensors t;

@@ -29,6 +29,8 @@ USER 10001
 EXPOSE 50051 9400
 # The model is mounted read-only at /model.
 VOLUME ["/model"]
+# grpc.health.v1 needs no bearer token; with --tls-cert, override this check
+# with the CA: qlayer-cli --tls-ca /tls/ca.pem --server 127.0.0.1:50051 health
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
-  CMD ["qlayer-cli", "--server", "127.0.0.1:50051", "--timeout", "2", "list"]
+  CMD ["qlayer-cli", "--server", "127.0.0.1:50051", "--timeout", "2", "health"]
 ENTRYPOINT ["qlayer-server", "--model", "/model", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9400"]

@@ -23,6 +23,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
+#include "client/cli/health_command.h"
 #include "client/cli/moe_commands.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qlayer-server gRPC address (host:port)");
@@ -70,6 +71,7 @@ constexpr char kUsage[] =
     "qlayer-cli --server HOST:PORT [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key]\n"
     "           [--auth-token-file token]] COMMAND [flags]\n"
     "commands:\n"
+    "  health   (grpc.health.v1 Check; needs no token: a probe for TLS servers)\n"
     "  list [--glob G] [--json]\n"
     "  describe LAYER [--json]\n"
     "  forward --layer L --input x.npy|x.safetensors --output y.npy|y.safetensors [--dtype D]\n"
@@ -135,6 +137,11 @@ int main(int argc, char** argv) {
                                           .tls = absl::GetFlag(FLAGS_tls)});
   if (!security.ok()) return Fail(security.status());
   options.security = *std::move(security);
+  if (command == "health") {
+    absl::Status s =
+        qlayer::RunHealth(absl::GetFlag(FLAGS_server), options.security, timeout, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
   auto client = qlayer::Client::Connect(absl::GetFlag(FLAGS_server), options);
   if (!client.ok()) return Fail(client.status());
   qlayer::Client& c = **client;

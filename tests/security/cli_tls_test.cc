@@ -38,6 +38,11 @@ TEST(CliTlsTest, ListAndVerifyWithTlsClientCertAndToken) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
 
+  // The health check needs the TLS flags but no token (a probe).
+  r = run({tls, {"health"}});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("SERVING"), std::string::npos) << r.output;
+
   r = run({tls, {"list"}});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("UNAUTHENTICATED"), std::string::npos) << r.output;

@@ -40,7 +40,7 @@ import time
 
 import grpc
 
-from . import _proto, wire
+from . import _proto, security, wire
 from .tensors import from_raw, wire_tensor
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -238,22 +238,35 @@ class Client:
     retry_backoff: (first, most) seconds between sends; doubled each time,
     with jitter, so that many clients of a restarted server do not return at
     once.
+    tls, tls_ca, tls_cert, tls_key, tls_server_name, auth_token,
+    auth_token_file: TLS, mutual TLS and the bearer token (qlayer.security);
+    default plaintext.
     """
 
     def __init__(self, address, *, max_message_bytes=256 << 20, timeout=30.0,
-                 retry_timeout=30.0, retry_backoff=(0.05, 1.0)):
+                 retry_timeout=30.0, retry_backoff=(0.05, 1.0), tls=False, tls_ca=None,
+                 tls_cert=None, tls_key=None, tls_server_name=None, auth_token=None,
+                 auth_token_file=None):
         self.address = address
         self.timeout = timeout  # for list_layers / describe_layer
         self.retry_timeout = retry_timeout
         self.retry_backoff = retry_backoff
-        self._channel = grpc.insecure_channel(address, options=[
+        credentials, extra_options = security.channel_credentials(
+            tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+            tls_server_name=tls_server_name, auth_token=auth_token,
+            auth_token_file=auth_token_file)
+        options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # gRPC's default backoff keeps a restarted server away for seconds.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
-        ])
+        ] + extra_options
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         unary = self._channel.unary_unary
         self._list = unary(_proto.SERVICE + "ListLayers",
                            request_serializer=_proto.ListLayersRequest.SerializeToString,

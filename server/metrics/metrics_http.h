@@ -9,8 +9,10 @@
 // OpenSSL 1.1 API and dlopens libssl; under OpenSSL 3 its lookup of
 // SSL_get_peer_certificate (renamed SSL_get1_peer_certificate) comes back
 // null, and the first HTTPS request crashes the process (a worker thread
-// jumps to address 0; seen with gdb). An HTTPS /metrics needs a TLS proxy in
-// front (README "Security"); keep the port on loopback or the pod network.
+// jumps to address 0; seen with gdb, both with certificates set up in an
+// init_ssl callback and with civetweb's own ssl_certificate option in a
+// standalone program). An HTTPS /metrics needs a TLS proxy in front (README
+// "Security"); keep the port on loopback or the pod network.
 #ifndef QLAYER_SERVER_METRICS_METRICS_HTTP_H_
 #define QLAYER_SERVER_METRICS_METRICS_HTTP_H_
 

@@ -18,6 +18,7 @@ import unittest
 import grpc
 import numpy as np
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
 import python_client_test as pct  # noqa: E402  (read_safetensors, dequantize, rel_err)
 

@@ -3,11 +3,12 @@
 # tiny qlayer-quantize checkpoints of every format and MoE family, and from
 # requests the client library builds (qlayer-fuzz-seeds requests).
 #   fuzz/make_corpus.sh [BUILD_DIR]
-# BUILD_DIR (default build) must hold server/qlayer-quantize and
-# fuzz/qlayer-fuzz-seeds (ninja qlayer-quantize qlayer-fuzz-seeds).
+# BUILD_DIR (default build) is a configured build (scripts/build.sh); its
+# qlayer-quantize and qlayer-fuzz-seeds are built here if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
+[ -f "$build/build.ninja" ] && ninja -C "$build" qlayer-quantize qlayer-fuzz-seeds >/dev/null
 quantize=$build/server/qlayer-quantize
 seeds=$build/fuzz/qlayer-fuzz-seeds
 for b in "$quantize" "$seeds"; do

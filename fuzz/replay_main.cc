@@ -6,8 +6,10 @@
 // crashers on every CI run and shakes the parsers a little.
 //
 //   fuzz_<target> [-seconds=N] [-seed=S] [-max_len=BYTES] FILE_OR_DIR...
-// -seconds defaults to $QLAYER_FUZZ_SECONDS, else 0 (replay only). When the
-// target crashes, the input is written to ./crash-<target>-<pid> first.
+// -seconds defaults to 0 (replay only); $QLAYER_FUZZ_SECONDS, when set,
+// overrides it (CI shortens the ctest entries that way), as $QLAYER_FUZZ_SEED
+// does -seed. When the target crashes, the input is first written to
+// ./crash-<target>-<pid>.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -209,10 +211,8 @@ void Run(const std::vector<uint8_t>& input) {
 int main(int argc, char** argv) {
   if (LLVMFuzzerInitialize != nullptr) LLVMFuzzerInitialize(&argc, &argv);
   double seconds = 0;
-  if (const char* env = std::getenv("QLAYER_FUZZ_SECONDS")) seconds = std::atof(env);
   uint64_t seed =
       static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  if (const char* env = std::getenv("QLAYER_FUZZ_SEED")) seed = std::strtoull(env, nullptr, 10);
   size_t max_len = 1 << 20;
   std::vector<fs::path> paths;
   for (int i = 1; i < argc; ++i) {
@@ -226,6 +226,12 @@ int main(int argc, char** argv) {
     } else {
       paths.emplace_back(a);
     }
+  }
+  if (const char* env = std::getenv("QLAYER_FUZZ_SECONDS"); env != nullptr && *env != '\0') {
+    seconds = std::atof(env);
+  }
+  if (const char* env = std::getenv("QLAYER_FUZZ_SEED"); env != nullptr && *env != '\0') {
+    seed = std::strtoull(env, nullptr, 10);
   }
   const std::string name = fs::path(argv[0]).filename().string();
   std::snprintf(g_crash_path, sizeof(g_crash_path), "crash-%s-%d", name.c_str(),

@@ -41,6 +41,7 @@
 #include "client/channel_security.h"
 #include "client/deadline_timer.h"
 #include "client/forward_result.h"
+#include "client/moe_stream.h"
 #include "grpcpp/grpcpp.h"
 #include "qlayer/kernels/tensor.h"
 #include "qlayer/v1/layer_service.grpc.pb.h"
@@ -48,6 +49,7 @@
 namespace qlayer {
 
 class ForwardStream;
+class MoECallStreams;
 
 struct ClientOptions {
   // Largest message either way; the server has its own receive limit.
@@ -113,6 +115,21 @@ class Client {
   void Forward(absl::string_view layer, const ConstTensorView& x, const CallOptions& options,
                ForwardCallback done);
 
+  // One MoE block's forward on the server (LayerService.MoEForward):
+  // hidden states [T, H] (or [H]), f16/bf16/f32, routed by `routing` (router
+  // logits, top-k ids + weights, or nothing: the server's router). Streams,
+  // pipelining, lanes, deadlines and reconnects as for Forward (one MoEForward
+  // stream per (block, lane)); a request's error answer is the non-OK status.
+  // The tensors are copied before this returns. Defined in client_moe.cc.
+  std::future<absl::StatusOr<MoEResult>> MoEForward(absl::string_view block,
+                                                    const ConstTensorView& hidden_states,
+                                                    const MoERoutingInput& routing = {},
+                                                    const CallOptions& options = {});
+  // Callback form: `done` runs exactly once (see MoECallback).
+  void MoEForward(absl::string_view block, const ConstTensorView& hidden_states,
+                  const MoERoutingInput& routing, const CallOptions& options,
+                  std::function<void(absl::StatusOr<MoEResult>)> done);
+
   // Streams opened so far (a reconnect opens a new one): for tests and logs.
   int64_t streams_opened() const { return streams_opened_.load(); }
 
@@ -139,6 +156,10 @@ class Client {
   // Replaced streams whose OnDone may not have run yet: ~Client waits for
   // them too, so that no callback runs after it returns.
   std::vector<std::shared_ptr<ForwardStream>> retired_ ABSL_GUARDED_BY(mu_);
+  // MoEForward's streams, made on first use (client_moe.cc). Last member:
+  // destroyed first after ~Client's body, while timer_ and stub_ live; a
+  // shared_ptr so that this header needs no complete type.
+  std::shared_ptr<MoECallStreams> moe_streams_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace qlayer

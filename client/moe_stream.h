@@ -51,6 +51,8 @@ struct MoEResult {
   int64_t total_us = 0;
   int64_t batch_rows = 0;
   int64_t latency_us = 0;  // client-side, from Send to this answer's decode
+  // Times the request was sent (RemoteMoE re-sends unanswered calls).
+  int attempts = 1;
 };
 
 class MoEStream {

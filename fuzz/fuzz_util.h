@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace qlayer::fuzz {
 
@@ -68,7 +69,9 @@ class MemFile {
   std::string path_;
 };
 
-// A private directory under $TMPDIR (or /tmp), removed at exit.
+// A private directory under $TMPDIR (or /tmp), removed at exit. Targets keep
+// theirs in a never-destroyed static, so removal hangs on atexit, which both
+// libFuzzer and the replay driver run when they finish.
 class ScratchDir {
  public:
   ScratchDir() {
@@ -77,10 +80,17 @@ class ScratchDir {
         std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/qlayer-fuzz-XXXXXX";
     if (mkdtemp(templ.data()) == nullptr) Fail("mkdtemp failed");
     path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    static const bool registered = [] {
+      std::atexit([] {
+        for (const std::string& p : *AllDirs()) {
+          std::error_code ec;
+          std::filesystem::remove_all(p, ec);
+        }
+      });
+      return true;
+    }();
+    (void)registered;
+    AllDirs()->push_back(path_);
   }
   const std::string& path() const { return path_; }
   void WriteFile(const std::string& name, const void* data, size_t size) const {
@@ -88,12 +98,12 @@ class ScratchDir {
     out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
     if (!out) Fail("cannot write " + path_ + "/" + name);
   }
-  void Remove(const std::string& name) const {
-    std::error_code ec;
-    std::filesystem::remove(path_ + "/" + name, ec);
-  }
 
  private:
+  static std::vector<std::string>* AllDirs() {
+    static auto* dirs = new std::vector<std::string>();
+    return dirs;
+  }
   std::string path_;
 };
 

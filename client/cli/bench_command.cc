@@ -30,6 +30,9 @@ struct Summary {
   int64_t compute_p50 = 0, compute_p99 = 0;
   int64_t queue_p50 = 0, queue_p99 = 0;
   int64_t overhead_p50 = 0, overhead_p99 = 0;
+  // The service's whole cost beyond the kernel: client latency p50 - server
+  // compute p50 (transport, queueing, hand-offs, encoding).
+  int64_t beyond_compute_p50 = 0;
   int64_t batch_rows_p50 = 0, batch_rows_max = 0;
   double kernel_rows_per_s = 0;  // rows of a batch / its compute time, p50
 };
@@ -64,6 +67,7 @@ Summary Summarize(const LoadResult& r, int64_t rows) {
   s.queue_p99 = Percentile(queue, 0.99);
   s.overhead_p50 = Percentile(overhead, 0.5);
   s.overhead_p99 = Percentile(overhead, 0.99);
+  s.beyond_compute_p50 = s.latency_p50 - s.compute_p50;
   s.batch_rows_p50 = Percentile(batch, 0.5);
   s.batch_rows_max = batch.empty() ? 0 : *std::max_element(batch.begin(), batch.end());
   s.kernel_rows_per_s = static_cast<double>(Percentile(kernel_rate, 0.5));
@@ -80,6 +84,7 @@ nlohmann::json ToJson(const Summary& s, const LoadResult& r) {
   j["server_compute_us"] = {{"p50", s.compute_p50}, {"p99", s.compute_p99}};
   j["server_queue_us"] = {{"p50", s.queue_p50}, {"p99", s.queue_p99}};
   j["transport_overhead_us"] = {{"p50", s.overhead_p50}, {"p99", s.overhead_p99}};
+  j["latency_minus_compute_p50_us"] = s.beyond_compute_p50;
   j["batch_rows"] = {{"p50", s.batch_rows_p50}, {"max", s.batch_rows_max}};
   j["kernel_rows_per_s_p50"] = s.kernel_rows_per_s;
   j["kernels"] = r.kernels;
@@ -148,6 +153,11 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
   const double ratio = es && es->overhead_p50 > 0 ? static_cast<double>(s.overhead_p50) /
                                                         static_cast<double>(es->overhead_p50)
                                                   : 0;
+  // The echo computes nothing: its latency is all overhead.
+  const double beyond_ratio = es && es->beyond_compute_p50 > 0
+                                  ? static_cast<double>(s.beyond_compute_p50) /
+                                        static_cast<double>(es->beyond_compute_p50)
+                                  : 0;
 
   if (cmd.json) {
     nlohmann::json j = ToJson(s, run);
@@ -167,6 +177,7 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
     if (echo) {
       j["echo"] = ToJson(*es, *echo);
       j["overhead_vs_echo_p50"] = ratio;
+      j["latency_minus_compute_vs_echo_p50"] = beyond_ratio;
     }
     out << j.dump(2) << "\n";
     return absl::OkStatus();
@@ -189,6 +200,8 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
              s.total_p50, s.compute_p50, s.compute_p99, s.queue_p50)
       << absl::StrFormat("  transport       p50 %d us, p99 %d us (client latency - server total)\n",
                          s.overhead_p50, s.overhead_p99)
+      << absl::StrFormat("  beyond compute  %d us (client latency p50 - server compute p50)\n",
+                         s.beyond_compute_p50)
       << absl::StrFormat(
              "  batches         p50 %d rows, max %d; kernel alone ~%.0f rows/s at those\n",
              s.batch_rows_p50, s.batch_rows_max, s.kernel_rows_per_s);
@@ -197,7 +210,8 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
                "  echo baseline   latency p50 %d us, p99 %d us; transport p50 %d us; %.1f "
                "requests/s\n",
                es->latency_p50, es->latency_p99, es->overhead_p50, es->requests_per_s)
-        << absl::StrFormat("  overhead / echo %.2fx (p50)\n", ratio);
+        << absl::StrFormat("  overhead / echo %.2fx transport p50; %.2fx latency - compute p50\n",
+                           ratio, beyond_ratio);
   }
   if (!run.errors.empty()) {
     for (const auto& [code, n] : run.errors)

@@ -92,13 +92,14 @@ std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int l
                                                  bool wait_for_ready) {
   absl::MutexLock lock(&mu_);
   if (closing_) return nullptr;
-  std::shared_ptr<ForwardStream>& slot = streams_[{layer, lane}];
+  const bool wait = options_.wait_for_ready || wait_for_ready;
+  std::shared_ptr<ForwardStream>& slot = streams_[{layer, lane, wait}];
   if (slot == nullptr || slot->ended()) {
     if (slot != nullptr) {
       std::erase_if(retired_, [](const auto& s) { return s->finished(); });
       retired_.push_back(std::move(slot));
     }
-    slot = ForwardStream::Open(stub_.get(), &timer_, options_.wait_for_ready || wait_for_ready);
+    slot = ForwardStream::Open(stub_.get(), &timer_, wait);
     streams_opened_.fetch_add(1);
   }
   return slot;

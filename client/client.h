@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -148,7 +149,9 @@ class Client {
   std::atomic<int64_t> streams_opened_{0};
 
   absl::Mutex mu_;
-  std::map<std::pair<std::string, int>, std::shared_ptr<ForwardStream>> streams_
+  // Keyed by (layer, lane, waits for the channel): a fail-fast call never
+  // joins a stream that is waiting for the channel, where it would wait too.
+  std::map<std::tuple<std::string, int, bool>, std::shared_ptr<ForwardStream>> streams_
       ABSL_GUARDED_BY(mu_);
   // Set by ~Client: a callback that calls Forward during destruction gets
   // CANCELLED instead of a stream nobody would shut down.

@@ -184,13 +184,14 @@ std::shared_ptr<MoECallStream> MoECallStreams::StreamFor(const std::string& bloc
                                                          bool wait_for_ready) {
   absl::MutexLock lock(&mu_);
   if (closing_) return nullptr;
-  std::shared_ptr<MoECallStream>& slot = streams_[{block, lane}];
+  const bool wait = wait_for_ready_ || wait_for_ready;
+  std::shared_ptr<MoECallStream>& slot = streams_[{block, lane, wait}];
   if (slot == nullptr || slot->ended()) {
     if (slot != nullptr) {
       std::erase_if(retired_, [](const auto& s) { return s->finished(); });
       retired_.push_back(std::move(slot));
     }
-    slot = MoECallStream::Open(stub_, timer_, wait_for_ready_ || wait_for_ready);
+    slot = MoECallStream::Open(stub_, timer_, wait);
   }
   return slot;
 }

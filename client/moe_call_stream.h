@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -103,7 +104,8 @@ class MoECallStreams {
   DeadlineTimer* const timer_;
   const bool wait_for_ready_;
   absl::Mutex mu_;
-  std::map<std::pair<std::string, int>, std::shared_ptr<MoECallStream>> streams_
+  // Keyed by (block, lane, waits for the channel), as Client's streams.
+  std::map<std::tuple<std::string, int, bool>, std::shared_ptr<MoECallStream>> streams_
       ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<MoECallStream>> retired_ ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;

@@ -363,10 +363,9 @@ TEST_F(RemoteMoETest, RetryBudgetDeadlineAndDestruction) {
   auto b = Make(deadline);
   RemoteMoEOptions slow;
   slow.initial_backoff = slow.max_backoff = absl::Seconds(20);  // the re-send waits
-  // Its own stream: a and b left lane 0's stream waiting for the channel
-  // (re-sends wait for it), where a first attempt would wait too instead of
-  // failing fast into the backoff this checks.
-  slow.lane = 1;
+  // Same lane as a and b, whose re-sends left a stream waiting for the
+  // channel: c's first attempt must still fail fast (it never joins that
+  // stream) into the backoff this checks.
   auto c = Make(slow);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);

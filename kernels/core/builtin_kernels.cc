@@ -14,6 +14,8 @@ KernelFactory CpuAvx512W8A16KernelFactory();
 KernelFactory CpuAvx2W4A16KernelFactory();
 KernelFactory CpuAvx2W8A16KernelFactory();
 #ifdef QLAYER_HAVE_CUDA
+KernelFactory CudaGemvW4A16KernelFactory();      // kernels/cuda
+KernelFactory CudaGemvW8A16KernelFactory();      // kernels/cuda
 KernelFactory CudaMmaW4A16KernelFactory();       // kernels/cuda
 KernelFactory CudaMmaW8A16KernelFactory();       // kernels/cuda
 KernelFactory CudaDequantCublasKernelFactory();  // kernels/cuda
@@ -28,6 +30,8 @@ std::vector<KernelFactory> BuiltinLinearKernels() {
   v.push_back(CpuAvx2W4A16KernelFactory());
   v.push_back(CpuAvx2W8A16KernelFactory());
 #ifdef QLAYER_HAVE_CUDA
+  v.push_back(CudaGemvW4A16KernelFactory());
+  v.push_back(CudaGemvW8A16KernelFactory());
   v.push_back(CudaMmaW4A16KernelFactory());
   v.push_back(CudaMmaW8A16KernelFactory());
   v.push_back(CudaDequantCublasKernelFactory());

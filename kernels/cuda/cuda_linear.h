@@ -43,6 +43,8 @@ absl::Status CheckCudaLinearSpec(const LinearSpec& spec);
 
 namespace qlayer {
 // Factories (listed in kernels/core/builtin_kernels.cc).
+KernelFactory CudaGemvW4A16KernelFactory();
+KernelFactory CudaGemvW8A16KernelFactory();
 KernelFactory CudaMmaW4A16KernelFactory();
 KernelFactory CudaMmaW8A16KernelFactory();
 KernelFactory CudaDequantCublasKernelFactory();

@@ -10,17 +10,12 @@
 #include <type_traits>
 
 #include "cuda/device_ops.h"
+#include "cuda/scale_load.cuh"
 
 namespace qlayer::cuda {
 namespace {
 
 constexpr int kTile = 32;
-
-__device__ __forceinline__ float LoadScale(const void* s, int kind, size_t i) {
-  if (kind == kScaleF32) return static_cast<const float*>(s)[i];
-  if (kind == kScaleBf16) return __bfloat162float(static_cast<const __nv_bfloat16*>(s)[i]);
-  return __half2float(static_cast<const __half*>(s)[i]);
-}
 
 // A 32 (k) x 32 (n) tile per block: read along n (the canonical layout's
 // contiguous axis), transpose through shared memory, write along k.

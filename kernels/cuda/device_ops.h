@@ -87,6 +87,41 @@ cudaError_t LaunchDequantToDense(const DequantArgs& a, bool bf16, void* dense, c
 // y[m][n] += bias[n] for 16-bit y.
 cudaError_t LaunchAddBias(void* y, int M, int N, const float* bias, bool bf16, cudaStream_t stream);
 
+// ---------------------------------------------------------------------------
+// The GEMV layout (see gemv_decode.cu): for M <= 2, where a tensor-core tile
+// would be mostly padding. Weights row-major per output n along the permuted
+// K' (Kp, a multiple of 32): word j of row n holds K' rows j*pack .. j*pack +
+// pack-1 at bits*i (the canonical packing, transposed); scales [N][ngroups]
+// as stored (f16/bf16/f32); zero points [N][ngroups] uint8.
+struct GemvLayoutArgs {
+  int K = 0, N = 0;  // canonical
+  int Kp = 0;        // permuted, padded K (multiple of 32)
+  int bits = 4;
+  int geff = 0;  // rows per scale group in the permuted order, 0 = one group
+  int ngroups = 1;
+  int scale_kind = kScaleF16;
+  bool zeros = false;
+  int sym_zero = 8;  // the zero point of a symmetric type (8 or 128)
+};
+cudaError_t LaunchRepackGemv(const GemvLayoutArgs& l, const int32_t* qweight, const int32_t* perm,
+                             const void* scales, const int32_t* zeros, uint32_t* packed,
+                             void* scales_t, uint8_t* zeros_t, cudaStream_t stream);
+struct GemvArgs {
+  const uint32_t* w = nullptr;
+  const void* scales = nullptr;   // [N][ngroups]
+  const uint8_t* zeros = nullptr;  // [N][ngroups] or nullptr
+  const void* x = nullptr;        // [M][ldx] f16/bf16, Kp columns readable
+  void* y = nullptr;              // [M][ldy]
+  const float* bias = nullptr;
+  int M = 0, ldx = 0, ldy = 0;
+  GemvLayoutArgs layout;
+  bool bf16 = false;
+};
+// Largest K' one launch takes (longer rows would need more registers).
+int GemvMaxKp(int bits);
+// y = x W^T for any M (rows go in launches of at most 2).
+cudaError_t LaunchGemv(const GemvArgs& a, int sms, cudaStream_t stream);
+
 }  // namespace qlayer::cuda
 
 #endif  // QLAYER_KERNELS_CUDA_DEVICE_OPS_H_

@@ -2,9 +2,9 @@
 """Joins the C++ benchmark CSV and the PyTorch peers CSV into the markdown
 table of BENCHMARKS.md ("CUDA linear kernels").
 
-ours = the kernel the registry selects at that M (cuda_mma_w4a16 up to
-max_m, read from the benchmark's "# mma_max_m" line; cuda_dequant_cublas
-above). floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
+ours = the kernel the registry selects at that M (cuda_gemv_w4a16 up to its
+max_m, then cuda_mma_w4a16 up to its max_m, read from the benchmark's
+"# gemv_max_m" / "# mma_max_m" lines; cuda_dequant_cublas above). floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
 rate), both measured in the same run; int4 bytes = K*N/2 plus the f16
 group-128 scales.
 Usage: bench_table.py bench_cuda.csv [bench_torch.csv]
@@ -39,42 +39,52 @@ def main():
     for r in rows:
         t[(int(r["K"]), int(r["N"]), int(r["M"]), r["path"])] = float(r["us"])
     max_m = int(facts.get("mma_max_m", 64))
+    gemv_max_m = int(facts.get("gemv_max_m", 0))
     bw = float(facts["copy_GBps"]) * 1e9
     peak = float(facts["cublas_fp16_tflops"]) * 1e12
     print(f"Device: {facts.get('device')}, {facts.get('sms')} SMs, L2 "
           f"{int(facts.get('l2_bytes', 0)) >> 20} MiB. Copy bandwidth (read + write) "
           f"{bw / 1e9:.0f} GB/s (faster of cudaMemcpy {float(facts.get('copy_memcpy_GBps', 0)):.0f} "
           f"and an SM copy kernel {float(facts.get('copy_kernel_GBps', 0)):.0f}); cuBLAS fp16 dense "
-          f"8192^3 {peak / 1e12:.0f} TFLOP/s. Selection: cuda_mma_w4a16 for M <= {max_m}.\n")
+          f"8192^3 {peak / 1e12:.0f} TFLOP/s. Selection: cuda_gemv_w4a16 for M <= {gemv_max_m}, "
+          f"cuda_mma_w4a16 for M <= {max_m}.\n")
     shapes = sorted({(k, n) for (k, n, m, p) in t if m > 0}, key=lambda s: s[0] * s[1])
     print("| K x N | M | ours (µs) | kernel | floor (µs) | of floor | vs cuBLAS fp16 | "
-          "vs int4pack_mm | mma / dequant+cuBLAS (µs) |")
+          "vs int4pack_mm | gemv / mma / dequant+cuBLAS (µs) |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---|")
     for k, n in shapes:
         ms = sorted({m for (kk, nn, m, p) in t if (kk, nn) == (k, n) and m > 0})
         for m in ms:
             mma = t.get((k, n, m, "mma"))
             dq = t.get((k, n, m, "dequant_cublas"))
-            ours, name = (mma, "mma") if m <= max_m else (dq, "dequant_cublas")
+            gemv = t.get((k, n, m, "gemv"))
+            if m <= gemv_max_m and gemv is not None:
+                ours, name = gemv, "gemv"
+            elif m <= max_m:
+                ours, name = mma, "mma"
+            else:
+                ours, name = dq, "dequant_cublas"
             if ours is None:
                 continue
             q_bytes = k * n / 2 + (k / 128) * n * 2
             floor = max(q_bytes / bw, 2.0 * m * k * n / peak) * 1e6
             cub = t.get((k, n, m, "cublas_fp16"))
             i4 = t.get((k, n, m, "int4pack_mm_bf16"))
-            alt = f"{mma:.1f} / " if mma is not None else "– / "
+            alt = f"{gemv:.1f} / " if gemv is not None else "– / "
+            alt += f"{mma:.1f} / " if mma is not None else "– / "
             alt += f"{dq:.1f}" if dq is not None else "–"
             print(f"| {k}x{n} | {m} | {ours:.1f} | {name} | {floor:.1f} | "
                   f"{floor / ours:.0%} | {cub / ours:.2f}x | "
                   f"{(f'{i4 / ours:.2f}x' if i4 else 'n/a')} | {alt} |")
-    prep = [(k, n, t[(k, n, 0, "prepare_mma")], t.get((k, n, 0, "prepare_dequant_cublas")))
+    prep = [(k, n, t.get((k, n, 0, "prepare_gemv"), 0), t[(k, n, 0, "prepare_mma")],
+             t.get((k, n, 0, "prepare_dequant_cublas")))
             for (k, n) in shapes if (k, n, 0, "prepare_mma") in t]
     if prep:
         print("\nLoad time (Prepare: upload + repack on the GPU, host tensors in):\n")
-        print("| K x N | cuda_mma_w4a16 (ms) | cuda_dequant_cublas (ms) |")
-        print("|---|---:|---:|")
-        for k, n, a, b in prep:
-            print(f"| {k}x{n} | {a / 1000:.1f} | {(b or 0) / 1000:.1f} |")
+        print("| K x N | cuda_gemv_w4a16 (ms) | cuda_mma_w4a16 (ms) | cuda_dequant_cublas (ms) |")
+        print("|---|---:|---:|---:|")
+        for k, n, g, a, b in prep:
+            print(f"| {k}x{n} | {g / 1000:.1f} | {a / 1000:.1f} | {(b or 0) / 1000:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs the GPU test binaries built on this (developer) machine with
+# Packs the GPU test binaries (and the service binaries) built on this (developer) machine with
 # QLAYER_CUDA=on, plus the shared libraries they need that a CUDA image may
 # lack (Abseil, oneDNN, libstdc++, cudart; not glibc, not the driver, not
 # cuBLAS), into DEST/{bin,lib}, for tests/gpu/run.sh's QLAYER_GPU_PREBUILT.
@@ -10,6 +10,10 @@ dest=$2
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib"
 cp "$build/tests/gpu/qlayer_gpu_tests" "$build/tests/gpu/qlayer_gpu_bench" "$dest/bin/"
+# The service binaries, for tests/gpu/service_e2e.sh (when they were built).
+for b in server/qlayer-server server/qlayer-quantize client/qlayer-cli; do
+  [[ -x "$build/$b" ]] && cp "$build/$b" "$dest/bin/"
+done
 for b in "$dest"/bin/*; do
   ldd "$b" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do

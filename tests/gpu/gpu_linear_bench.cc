@@ -194,14 +194,16 @@ int Main(int argc, char** argv) {
   std::fprintf(out, "# cublas_fp16_tflops=%.1f\n", peak_tflops);
   std::fprintf(out, "# mma_max_m=%lld\n",
                static_cast<long long>(FindLinearKernel("cuda_mma_w4a16")->max_m));
+  std::fprintf(out, "# gemv_max_m=%lld\n",
+               static_cast<long long>(FindLinearKernel("cuda_gemv_w4a16")->max_m));
   std::printf("cuBLAS fp16 dense 8192^3: %.1f TFLOP/s\n", peak_tflops);
   std::fprintf(out, "K,N,M,path,us,copies\n");
 
   std::vector<BenchShape> shapes = {{4096, 4096}, {4096, 14336}, {14336, 4096}, {8192, 28672}};
-  std::vector<int64_t> ms = {1, 16, 32, 64, 128, 256, 1024, 4096};
+  std::vector<int64_t> ms = {1, 2, 4, 16, 32, 64, 128, 256, 1024, 4096};
   if (quick) {
     shapes = {{4096, 4096}, {8192, 28672}};
-    ms = {1, 16, 64, 256};
+    ms = {1, 2, 16, 64, 256};
   }
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
   const double cold_bytes = 2.0 * l2 + (16 << 20);
@@ -230,11 +232,14 @@ int Main(int argc, char** argv) {
       }
       return ks;
     };
-    double mma_prep_ms = 0, dq_prep_ms = 0;
+    double mma_prep_ms = 0, dq_prep_ms = 0, gemv_prep_ms = 0;
+    auto gemv = prepare("cuda_gemv_w4a16", copies, &gemv_prep_ms);
     auto mma = prepare("cuda_mma_w4a16", copies, &mma_prep_ms);
     auto dq = prepare("cuda_dequant_cublas", dense_copies, &dq_prep_ms);
     std::fprintf(out, "%lld,%lld,0,prepare_mma,%.1f,1\n", static_cast<long long>(K),
                  static_cast<long long>(N), mma_prep_ms * 1000);
+    std::fprintf(out, "%lld,%lld,0,prepare_gemv,%.1f,1\n", static_cast<long long>(K),
+                 static_cast<long long>(N), gemv_prep_ms * 1000);
     std::fprintf(out, "%lld,%lld,0,prepare_dequant_cublas,%.1f,1\n", static_cast<long long>(K),
                  static_cast<long long>(N), dq_prep_ms * 1000);
 
@@ -258,6 +263,14 @@ int Main(int argc, char** argv) {
         std::printf("K=%-6lld N=%-6lld M=%-5lld %-16s %10.2f us\n", static_cast<long long>(K),
                     static_cast<long long>(N), static_cast<long long>(M), path, us);
       };
+      if (M <= 4) {
+        const double us = TimeGraphUs(s, [&](int i) {
+          auto* k = static_cast<const cuda::CudaLinearKernel*>(
+              gemv[static_cast<size_t>(i % copies)].get());
+          CHECK_OK(k->ForwardDevice(x.get(), y.get(), M, DType::kF16, worker, s));
+        });
+        row("gemv", us, copies);
+      }
       if (M <= 256) {
         const double us = TimeGraphUs(s, [&](int i) {
           auto* k = static_cast<const cuda::CudaLinearKernel*>(

@@ -79,7 +79,7 @@ const std::vector<Shape>& Shapes() {
   return shapes;
 }
 
-const int64_t kMs[] = {1, 3, 17, 67, 118, 256};
+const int64_t kMs[] = {1, 2, 3, 17, 67, 118, 256};
 
 double Bound(absl::string_view kernel, DType act) {
   if (act != DType::kBF16) return 2e-3;
@@ -92,6 +92,7 @@ TEST_P(CudaLinearTest, MatchesFloat64Reference) {
   if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
   const auto [wtype, act] = GetParam();
   const std::string mma = WeightBits(wtype) == 4 ? "cuda_mma_w4a16" : "cuda_mma_w8a16";
+  const std::string gemv = WeightBits(wtype) == 4 ? "cuda_gemv_w4a16" : "cuda_gemv_w8a16";
   uint64_t seed = Seed() + static_cast<uint64_t>(wtype) * 1000 + static_cast<uint64_t>(act) * 100;
   std::map<std::string, double> worst;
   for (const Shape& s : Shapes()) {
@@ -114,7 +115,7 @@ TEST_P(CudaLinearTest, MatchesFloat64Reference) {
       xs.push_back(gputest::RandomActivations(M, s.K, act, seed * 31 + M));
       refs.push_back(gputest::ReferenceForward(xs.back(), w_kn, w));
     }
-    for (const std::string& name : {mma, std::string("cuda_dequant_cublas")}) {
+    for (const std::string& name : {gemv, mma, std::string("cuda_dequant_cublas")}) {
       SCOPED_TRACE(absl::StrCat(name, " ", WeightTypeName(wtype), " act ", DTypeName(act), " ",
                                 ShapeName(s)));
       const KernelFactory* f = FindLinearKernel(name);
@@ -163,16 +164,19 @@ TEST(CudaLinearSelection, DecodeKernelUpToMaxMThenCublas) {
   spec.act = DType::kF16;
   absl::StatusOr<Selection> sel = SelectLinearKernel(spec, kGpu);
   ASSERT_TRUE(sel.ok()) << sel.status();
-  ASSERT_EQ(sel->chosen.size(), 2u);
-  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_mma_w4a16");
-  EXPECT_EQ(sel->chosen[1].factory->name, "cuda_dequant_cublas");
-  EXPECT_EQ(sel->chosen[1].max_m, kUnboundedM);
+  ASSERT_EQ(sel->chosen.size(), 3u);
+  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_gemv_w4a16");
+  EXPECT_EQ(sel->chosen[0].max_m, 2);
+  EXPECT_EQ(sel->chosen[1].factory->name, "cuda_mma_w4a16");
+  EXPECT_EQ(sel->chosen[2].factory->name, "cuda_dequant_cublas");
+  EXPECT_EQ(sel->chosen[2].max_m, kUnboundedM);
 
   spec.wtype = WeightType::kUint8;
   spec.zero_points = true;
   sel = SelectLinearKernel(spec, kGpu);
   ASSERT_TRUE(sel.ok()) << sel.status();
-  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_mma_w8a16");
+  EXPECT_EQ(sel->chosen[0].factory->name, "cuda_gemv_w8a16");
+  EXPECT_EQ(sel->chosen[1].factory->name, "cuda_mma_w8a16");
 }
 
 TEST(CudaLinearSelection, RejectionsNameTheValue) {
@@ -230,7 +234,7 @@ TEST(CudaLinearForward, ConcurrentCallersGetTheirOwnAnswers) {
   o.seed = Seed() + 77;
   const QuantizedLinear w = MakeRandomWeight(o);
   const std::vector<double> w_kn = gputest::DequantizeToDouble(w);
-  for (const char* name : {"cuda_mma_w4a16", "cuda_dequant_cublas"}) {
+  for (const char* name : {"cuda_gemv_w4a16", "cuda_mma_w4a16", "cuda_dequant_cublas"}) {
     SCOPED_TRACE(name);
     auto k = FindLinearKernel(name)->create();
     ASSERT_TRUE(k->Prepare(w, kGpu).ok());

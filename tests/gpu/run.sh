@@ -2,7 +2,7 @@
 # The one script for the lent GPU machine (issue 8): configure with
 # QLAYER_CUDA=on, build the GPU targets, run the GPU correctness tests, then
 # the benchmark and its same-run PyTorch peers, and write everything to $OUT:
-#   device.txt build.log tests.log bench_cuda.csv bench_torch.csv bench_table.md
+#   device.txt build.log tests.log service_e2e.log bench_cuda.csv bench_torch.csv bench_table.md
 #   (+ sanitize.log with QLAYER_GPU_SANITIZE=1: compute-sanitizer memcheck on
 #   two of the test's weight-type/dtype pairs; + bench_onewave.csv with
 #   QLAYER_GPU_COMPARE_WAVES=1: the quick benchmark with one-wave split-K)
@@ -33,7 +33,7 @@ BIN=""
 start=$SECONDS
 if cmake -S "$ROOT" -B "$BUILD" -G Ninja -DQLAYER_CUDA=on -DCMAKE_BUILD_TYPE=Release \
      >"$OUT/build.log" 2>&1 &&
-   ninja -C "$BUILD" -j16 qlayer_gpu_tests qlayer_gpu_bench >>"$OUT/build.log" 2>&1; then
+   ninja -C "$BUILD" -j16 qlayer_gpu_tests qlayer_gpu_bench qlayer-server qlayer-cli qlayer-quantize >>"$OUT/build.log" 2>&1; then
   BIN=$BUILD/tests/gpu
   say "built here in $((SECONDS - start)) s"
 elif [[ -n "$PREBUILT" && -x "$PREBUILT/bin/qlayer_gpu_tests" ]]; then
@@ -74,6 +74,21 @@ if [[ "${QLAYER_GPU_SANITIZE:-0}" == 1 ]]; then
   echo "sanitizer exit $? in $((SECONDS - start)) s"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize.log" | head
 fi
 
+say "service end to end (--device auto)"
+start=$SECONDS
+if [[ -x "$BIN/qlayer-server" || -x "$BUILD/server/qlayer-server" ]]; then
+  SVC_BIN=$BIN
+  [[ -x "$BIN/qlayer-server" ]] || SVC_BIN=$BUILD/server
+  [[ -x "$SVC_BIN/qlayer-cli" ]] || SVC_BIN=$BUILD
+  timeout 300 bash tests/gpu/service_e2e.sh "$SVC_BIN" "$BUILD/service_e2e" >"$OUT/service_e2e.log" 2>&1
+  service_rc=$?
+else
+  echo "no qlayer-server binary next to the GPU tests" >"$OUT/service_e2e.log"
+  service_rc=1
+fi
+grep -E "FAIL|device|ok +[a-z0-9_]+: server" "$OUT/service_e2e.log" | head -30
+say "service e2e exit $service_rc in $((SECONDS - start)) s"
+
 say "benchmark"
 start=$SECONDS
 timeout 300 "$BIN/qlayer_gpu_bench" --out="$OUT/bench_cuda.csv" $QUICK >"$LOGS/bench_cuda.log" 2>&1
@@ -99,4 +114,4 @@ cat "$LOGS/bench_cuda.log" "$LOGS/bench_torch.log" >>"$OUT/tests.log"
 
 "$PY" tests/gpu/bench_table.py "$OUT/bench_cuda.csv" "$OUT/bench_torch.csv" >"$OUT/bench_table.md"
 cat "$OUT/bench_table.md"
-exit $((tests_rc != 0 || bench_rc != 0))
+exit $((tests_rc != 0 || bench_rc != 0 || service_rc != 0))

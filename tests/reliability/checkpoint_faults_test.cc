@@ -1,0 +1,170 @@
+// Checkpoint files that change or do not fit: a .safetensors file truncated,
+// overwritten or replaced under a running server (which keeps serving the
+// weights it loaded: it holds no mapping of the file once loaded), a server
+// started on such a file (refused with a message, no signal), and a
+// checkpoint larger than the address space the server may use (a clean error
+// exit, not a crash).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "tests/reliability/reliability_util.h"
+
+namespace qlayer::reliability {
+namespace {
+
+using testing::MakeRequest;
+using testing::OutputView;
+using testing::RelativeError;
+
+constexpr char kLayer[] = "model.layers.0.self_attn.o_proj";
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The server as a plain program that is expected not to start.
+ProgramResult RunServer(const std::string& model, const std::vector<std::string>& prefix = {},
+                        double timeout_s = 60) {
+  std::vector<std::string> argv = prefix;
+  argv.insert(argv.end(), {testing::BuildDir() + "/server/qlayer-server", "--model", model,
+                           "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
+  return RunProgram(argv, timeout_s);
+}
+
+void WriteRandomBytes(const std::string& path, size_t n, std::mt19937_64& rng, int flags) {
+  const int fd = ::open(path.c_str(), O_WRONLY | flags);
+  ASSERT_GE(fd, 0) << path;
+  std::string bytes(n, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  ASSERT_EQ(::write(fd, bytes.data(), n), static_cast<ssize_t>(n));
+  ::close(fd);
+}
+
+TEST(CheckpointFaults, FileTruncatedOverwrittenOrReplacedWhileServedChangesNothing) {
+  const uint64_t seed = testing::TestSeed();
+  testing::TempDir dir;
+  ASSERT_TRUE(
+      testing::RunQuantize({"--format", "gptq", "--bits", "4", "--group-size", "128", "--seed",
+                            absl::StrCat(seed), "--shape", absl::StrCat(kLayer, "=1024x1024")},
+                           dir.path()));
+  auto layers = testing::LoadLayers(dir.path());
+  ASSERT_EQ(layers.size(), 1u);
+  const testing::Reference ref(layers.begin()->second);
+  const std::string file = dir.path() + "/model.safetensors";
+  const size_t file_size = std::filesystem::file_size(file);
+  testing::ServerProcess server(dir.path(), {});
+  ASSERT_TRUE(server.ok());
+
+  // Loaded means copied: no mapping of the checkpoint is left in the server.
+  const std::string maps = ReadAll(absl::StrCat("/proc/", server.pid(), "/maps"));
+  EXPECT_FALSE(absl::StrContains(maps, ".safetensors")) << maps;
+
+  // A client keeps calling while the file is changed under the server.
+  std::atomic<bool> stop{false};
+  int64_t sent = 0, correct = 0;
+  std::string problem;
+  std::thread client([&] {
+    std::mt19937_64 rng(seed + 1);
+    auto stub = server.Stub();
+    grpc::ClientContext ctx;
+    auto stream = stub->Forward(&ctx);
+    while (!stop.load()) {
+      const CheckedRequest r = RandomLinearRequest(ref, 1 + sent % 8, rng);
+      ++sent;
+      v1::ForwardResponse a;
+      if (!stream->Write(MakeRequest(static_cast<uint64_t>(sent), kLayer, r.x.view())) ||
+          !stream->Read(&a)) {
+        problem = "stream ended";
+        break;
+      }
+      const ConstTensorView y = OutputView(a);
+      if (a.error().code() == 0 && !y.empty() &&
+          RelativeError(y, r.expected) < Tolerance(r.x.dtype())) {
+        ++correct;
+      } else if (problem.empty()) {
+        problem = absl::StrCat("answer ", a.error().code(), " ", a.error().message());
+      }
+    }
+    stream->WritesDone();
+    (void)stream->Finish();
+  });
+  std::mt19937_64 rng(seed + 2);
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+  pause();
+  // 1. Truncated to a few bytes (a mapping of it would SIGBUS on access).
+  ASSERT_EQ(::truncate(file.c_str(), 16), 0);
+  pause();
+  // 2. Overwritten in place with garbage of the original size.
+  WriteRandomBytes(file, file_size, rng, O_TRUNC);
+  pause();
+  // 3. Replaced (rename) by another checkpoint's weights, as a deploy would.
+  {
+    testing::TempDir other;
+    ASSERT_TRUE(testing::RunQuantize(
+        {"--format", "gptq", "--bits", "4", "--group-size", "128", "--seed", absl::StrCat(seed + 3),
+         "--shape", absl::StrCat(kLayer, "=1024x1024")},
+        other.path()));
+    std::filesystem::copy_file(other.path() + "/model.safetensors", file + ".new");
+    std::filesystem::rename(file + ".new", file);
+  }
+  pause();
+  // 4. Deleted.
+  std::filesystem::remove(file);
+  pause();
+  stop = true;
+  client.join();
+  EXPECT_TRUE(server.Alive()) << "qlayer-server died while its checkpoint changed";
+  EXPECT_GT(sent, 10);
+  EXPECT_EQ(correct, sent) << problem;
+  std::printf(
+      "[ ckpt ] truncated, overwritten, replaced and deleted under the server: %lld "
+      "requests, all answered from the loaded weights\n",
+      static_cast<long long>(sent));
+
+  // A server started on a damaged file refuses with a message naming it.
+  for (int damage = 0; damage < 3; ++damage) {
+    if (damage == 0) {
+      WriteRandomBytes(file, file_size, rng, O_CREAT | O_TRUNC);  // garbage
+    } else if (damage == 1) {
+      WriteRandomBytes(file, 0, rng, O_CREAT | O_TRUNC);  // empty
+    } else {
+      // A valid header whose data was cut short: keep the first half.
+      testing::TempDir good;
+      ASSERT_TRUE(testing::RunQuantize({"--format", "gptq", "--bits", "4", "--seed", "7", "--shape",
+                                        absl::StrCat(kLayer, "=1024x1024")},
+                                       good.path()));
+      std::filesystem::copy_file(good.path() + "/model.safetensors", file,
+                                 std::filesystem::copy_options::overwrite_existing);
+      ASSERT_EQ(::truncate(file.c_str(), static_cast<off_t>(file_size / 2)), 0);
+    }
+    ::chmod(file.c_str(), 0644);
+    const ProgramResult r = RunServer(dir.path());
+    EXPECT_EQ(r.term_signal, 0) << "damage " << damage << ": killed by signal\n" << r.output;
+    EXPECT_EQ(r.exit_code, 1) << "damage " << damage << "\n" << r.output;
+    EXPECT_TRUE(absl::StrContains(r.output, "model.safetensors")) << r.output;
+    std::printf("[ ckpt ] damage %d at start: exit %d: %s", damage, r.exit_code,
+                r.output.substr(r.output.rfind('\n', r.output.size() - 2) + 1).c_str());
+  }
+}
+
+}  // namespace
+}  // namespace qlayer::reliability

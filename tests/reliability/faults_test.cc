@@ -1,0 +1,463 @@
+// Faults injected into a running qlayer-server, each with the behaviour it
+// must show: clients that cancel or vanish mid-stream (the others keep being
+// served, nothing is left behind), deadlines that expire in the queue (never
+// computed), SIGTERM under load (health NOT_SERVING first, every accepted
+// request answered, exit 0 within the grace period), SIGKILL and a restart on
+// the same port while RemoteLinear callers keep calling (all answered,
+// correct, by re-sending).
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "client/remote_linear.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "tests/reliability/reliability_util.h"
+
+namespace qlayer::reliability {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc::health::v1::HealthCheckResponse;
+using testing::MakeRequest;
+using testing::MetricValue;
+using testing::OutputView;
+using testing::RandomInput;
+using testing::Reference;
+using testing::RelativeError;
+using testing::ServerProcess;
+
+constexpr char kLayer[] = "model.layers.0.mlp.down_proj";
+constexpr int64_t kK = 1024;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+class Faults : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    const bool ok = testing::RunQuantize(
+        {"--format", "awq", "--bits", "4", "--group-size", "128", "--seed",
+         absl::StrCat(testing::TestSeed()), "--shape", absl::StrCat(kLayer, "=1024x1024")},
+        dir_->path());
+    if (!ok) return;
+    auto layers = testing::LoadLayers(dir_->path());
+    if (layers.size() == 1) ref_ = new Reference(layers.begin()->second);
+  }
+  static void TearDownTestSuite() {
+    delete ref_;
+    ref_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (ref_ == nullptr) GTEST_SKIP() << "no checkpoint (qlayer-quantize failed)";
+    rng_.seed(
+        testing::TestSeed() +
+        static_cast<uint64_t>(::testing::UnitTest::GetInstance()->current_test_info()->line()));
+  }
+  // True when `a` is a correct answer to x.
+  bool Correct(const v1::ForwardResponse& a, const Tensor& x) const {
+    if (a.error().code() != 0) return false;
+    const ConstTensorView y = OutputView(a);
+    return !y.empty() && y.dim(0) == x.dim(0) &&
+           RelativeError(y, ref_->Forward(x.view())) < Tolerance(x.dtype());
+  }
+
+  static testing::TempDir* dir_;
+  static Reference* ref_;
+  std::mt19937_64 rng_;
+};
+testing::TempDir* Faults::dir_ = nullptr;
+Reference* Faults::ref_ = nullptr;
+
+// Sequential checked requests on one stream until `stop`; counts what
+// happened. Used as the "other clients" that must not notice a fault.
+struct Bystander {
+  int64_t sent = 0, correct = 0;
+  std::string problem;
+};
+void RunBystander(const ServerProcess& server, const Reference& ref, uint64_t seed,
+                  const std::atomic<bool>& stop, Bystander& b) {
+  std::mt19937_64 rng(seed);
+  auto stub = v1::LayerService::NewStub(server.Channel());
+  grpc::ClientContext ctx;
+  auto stream = stub->Forward(&ctx);
+  while (!stop.load()) {
+    const CheckedRequest r = RandomLinearRequest(ref, 1 + static_cast<int64_t>(rng() % 4), rng);
+    ++b.sent;
+    v1::ForwardResponse a;
+    if (!stream->Write(MakeRequest(static_cast<uint64_t>(b.sent), kLayer, r.x.view())) ||
+        !stream->Read(&a)) {
+      b.problem = "stream ended";
+      break;
+    }
+    const ConstTensorView y = OutputView(a);
+    if (a.error().code() == 0 && !y.empty() && RelativeError(y, r.expected) < 5e-3) {
+      ++b.correct;
+    } else if (b.problem.empty()) {
+      b.problem = absl::StrCat("bad answer: ", a.error().code(), " ", a.error().message());
+    }
+  }
+  stream->WritesDone();
+  const grpc::Status end = stream->Finish();
+  if (!end.ok() && b.problem.empty()) b.problem = end.error_message();
+}
+
+// Clients that give up in every way a client can, 30 times, while four
+// others keep calling: the others get every answer right, the server closes
+// every abandoned stream (qlayer_open_streams back to 0) and its memory does
+// not grow from round 10 to round 30.
+TEST_F(Faults, CancelsAndDisconnectsMidStreamLeaveOthersServedAndNothingBehind) {
+  ServerProcess server(dir_->path(), {"--max-batch-rows", "16"});
+  ASSERT_TRUE(server.ok());
+  std::atomic<bool> stop{false};
+  std::vector<Bystander> bystanders(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < bystanders.size(); ++i) {
+    threads.emplace_back(
+        [&, i] { RunBystander(server, *ref_, testing::TestSeed() + i, stop, bystanders[i]); });
+  }
+  const Tensor x = RandomInput(DType::kF16, 16, kK, rng_);
+  int64_t rss_round10 = 0;
+  const std::string cli = testing::BuildDir() + "/client/qlayer-cli";
+  int killed_cli = 0;
+  for (int round = 0; round < 30; ++round) {
+    if (round % 10 == 9 && ::access(cli.c_str(), X_OK) == 0) {
+      // Another process, killed mid-stream: its TCP connection just dies.
+      std::vector<std::string> argv = {
+          cli,  "bench",     "--server", server.address(), "--layer", kLayer,      "--rows",
+          "16", "--streams", "4",        "--depth",        "8",       "--seconds", "30"};
+      const ProgramResult r = RunProgram(argv, 1.0);  // SIGKILL after 1 s
+      EXPECT_TRUE(r.timed_out) << "qlayer-cli bench ended by itself: " << r.output;
+      if (r.timed_out) ++killed_cli;
+      continue;
+    }
+    auto channel = server.Channel();
+    auto stub = v1::LayerService::NewStub(channel);
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    auto stream = stub->Forward(ctx.get());
+    for (uint64_t id = 0; id < 20; ++id) stream->Write(MakeRequest(id, kLayer, x.view()));
+    if (round % 3 == 1) {
+      v1::ForwardResponse r;
+      stream->Read(&r);  // one answer in, the rest queued or computing
+    }
+    if (round % 2 == 0) {
+      ctx->TryCancel();  // an explicit cancel
+    } else {
+      // Half-close, then leave without reading: the channel goes away.
+      stream->WritesDone();
+      ctx->TryCancel();
+    }
+    stream.reset();
+    ctx.reset();
+    stub.reset();
+    channel.reset();
+    if (round == 10) rss_round10 = RssKiB(server.pid());
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  ASSERT_TRUE(server.Alive());
+  int64_t sent = 0;
+  for (const Bystander& b : bystanders) {
+    EXPECT_GT(b.sent, 0);
+    EXPECT_EQ(b.correct, b.sent) << b.problem;
+    sent += b.sent;
+  }
+  double open = -1;
+  for (int i = 0; i < 300 && open != 0; ++i) {
+    open =
+        MetricValue(testing::HttpGet(server.metrics_port(), "/metrics"), "qlayer_open_streams", {});
+    if (open != 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(open, 0) << "streams of vanished clients were not finished";
+  const int64_t rss_end = RssKiB(server.pid());
+  std::printf(
+      "[ faults ] 30 vanishing clients (%d qlayer-cli processes SIGKILLed): bystanders %lld "
+      "requests all correct; open streams 0; RSS %lld KiB at round 10, %lld KiB at the end\n",
+      killed_cli, static_cast<long long>(sent), static_cast<long long>(rss_round10),
+      static_cast<long long>(rss_end));
+  EXPECT_LT(rss_end - rss_round10, 16 * 1024) << "RSS grew with abandoned streams";
+}
+
+// A layer kept busy by 16-row requests (one batch each) while requests with a
+// 1 ms timeout wait behind them: those are answered DEADLINE_EXCEEDED and
+// never computed -- the rows the server computed (qlayer_batch_rows_sum) are
+// exactly the rows of the successful answers.
+TEST_F(Faults, DeadlinesExpiringInTheQueueAreNeverComputed) {
+  ServerProcess server(dir_->path(), {"--workers", "1", "--max-batch-rows", "16"});
+  ASSERT_TRUE(server.ok());
+  auto stub = server.Stub();
+  const Tensor big = RandomInput(DType::kF32, 16, kK, rng_);
+  const Tensor small = RandomInput(DType::kF16, 1, kK, rng_);
+  std::vector<v1::ForwardRequest> requests;
+  std::map<uint64_t, const Tensor*> inputs;
+  for (uint64_t id = 0; id < 96; ++id) {
+    // Every third request is short-lived; the rest keep the layer busy.
+    const bool short_lived = id % 3 == 2;
+    const Tensor& x = short_lived ? small : big;
+    requests.push_back(MakeRequest(id, kLayer, x.view()));
+    if (short_lived) requests.back().set_timeout_us(1000);
+    inputs[id] = &x;
+  }
+  grpc::ClientContext ctx;
+  auto stream = stub->Forward(&ctx);
+  for (const auto& r : requests) ASSERT_TRUE(stream->Write(r));
+  stream->WritesDone();
+  std::map<uint64_t, v1::ForwardResponse> answers;
+  v1::ForwardResponse a;
+  while (stream->Read(&a)) answers[a.request_id()] = a;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(answers.size(), requests.size());
+  int64_t ok_rows = 0, expired = 0, expired_short = 0;
+  for (const auto& [id, answer] : answers) {
+    if (answer.error().code() == 0) {
+      EXPECT_TRUE(Correct(answer, *inputs[id])) << id;
+      ok_rows += inputs[id]->dim(0);
+      continue;
+    }
+    ASSERT_EQ(answer.error().code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED))
+        << answer.error().message();
+    EXPECT_EQ(answer.timing().compute_us(), 0);
+    EXPECT_TRUE(answer.kernel().empty());
+    ++expired;
+    if (id % 3 == 2) ++expired_short;
+  }
+  EXPECT_EQ(expired, expired_short) << "only the 1 ms requests may expire";
+  EXPECT_GT(expired, 16) << "the layer was not busy enough for queued requests to expire";
+  const std::string metrics = testing::HttpGet(server.metrics_port(), "/metrics");
+  const double computed_rows = MetricValue(metrics, "qlayer_batch_rows_sum", {{"layer", kLayer}});
+  const double counted_expired =
+      MetricValue(metrics, "qlayer_requests_total", {{"code", "DEADLINE_EXCEEDED"}});
+  std::printf(
+      "[ faults ] %lld of 32 requests with a 1 ms timeout expired in the queue; rows "
+      "computed %.0f = rows answered OK %lld\n",
+      static_cast<long long>(expired), computed_rows, static_cast<long long>(ok_rows));
+  EXPECT_EQ(computed_rows, static_cast<double>(ok_rows)) << "an expired request was computed";
+  EXPECT_EQ(counted_expired, static_cast<double>(expired));
+}
+
+// SIGTERM while 8 streams keep writing requests: health turns NOT_SERVING
+// before any stream ends, a stream opened afterwards is refused, every
+// request the server read is answered exactly once (computed and correct, or
+// UNAVAILABLE) -- the server reads a stream in order, so the answered ids of
+// each stream are a prefix 0..n-1 with no gap -- each stream ends UNAVAILABLE
+// ("every request accepted on this stream was answered": the client re-sends
+// the rest), and the process exits 0 within the grace period.
+TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
+  constexpr double kGrace = 8;
+  ServerProcess server(dir_->path(), {"--max-batch-rows", "16", "--max-inflight-per-stream", "16",
+                                      "--grace-seconds", absl::StrCat(kGrace)});
+  ASSERT_TRUE(server.ok());
+  auto health = grpc::health::v1::Health::NewStub(server.Channel());
+  grpc::ClientContext watch_ctx;
+  auto watch = health->Watch(&watch_ctx, {});
+  std::mutex mu;
+  std::vector<std::pair<int, Clock::time_point>> statuses;
+  std::thread watcher([&] {
+    HealthCheckResponse r;
+    while (watch->Read(&r)) {
+      std::lock_guard<std::mutex> lock(mu);
+      statuses.emplace_back(r.status(), Clock::now());
+    }
+    (void)watch->Finish();
+  });
+
+  constexpr int kStreams = 8, kPerStream = 2000, kInputs = 24;
+  std::vector<Tensor> inputs;
+  for (int i = 0; i < kInputs; ++i) inputs.push_back(RandomInput(DType::kF16, 16, kK, rng_));
+  std::atomic<int> first_answers{0};
+  struct Outcome {
+    int written = 0;
+    std::map<uint64_t, v1::ForwardResponse> answers;
+    int duplicates = 0;
+    grpc::Status end;
+    Clock::time_point ended;
+  };
+  std::vector<Outcome> outcomes(kStreams);
+  std::vector<std::thread> streams;
+  for (int s = 0; s < kStreams; ++s) {
+    streams.emplace_back([&, s] {
+      Outcome& o = outcomes[static_cast<size_t>(s)];
+      auto stub = v1::LayerService::NewStub(server.Channel());
+      grpc::ClientContext ctx;
+      auto stream = stub->Forward(&ctx);
+      std::thread writer([&] {
+        for (int i = 0; i < kPerStream; ++i) {
+          if (!stream->Write(MakeRequest(static_cast<uint64_t>(i), kLayer,
+                                         inputs[static_cast<size_t>(i % kInputs)].view()))) {
+            break;
+          }
+          ++o.written;
+        }
+        stream->WritesDone();
+      });
+      v1::ForwardResponse r;
+      bool first = true;
+      while (stream->Read(&r)) {
+        if (first) ++first_answers;
+        first = false;
+        if (!o.answers.emplace(r.request_id(), r).second) ++o.duplicates;
+      }
+      writer.join();
+      o.end = stream->Finish();
+      o.ended = Clock::now();
+    });
+  }
+  // Terminate once every stream has work flowing.
+  while (first_answers.load() < kStreams) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const Clock::time_point sigterm = Clock::now();
+  int exit_status = -2;
+  std::thread terminator([&] { exit_status = server.Terminate(kGrace + 10); });
+  // A new stream once draining began is not served.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  grpc::Status late_end;
+  {
+    auto stub = v1::LayerService::NewStub(server.Channel());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    auto stream = stub->Forward(&ctx);
+    stream->Write(MakeRequest(999, kLayer, inputs[0].view()));
+    stream->WritesDone();
+    v1::ForwardResponse r;
+    while (stream->Read(&r)) {
+      EXPECT_NE(r.error().code(), 0) << "a stream opened after SIGTERM was served";
+    }
+    late_end = stream->Finish();
+  }
+  for (std::thread& t : streams) t.join();
+  terminator.join();
+  const double exit_seconds = Seconds(Clock::now() - sigterm);
+  watch_ctx.TryCancel();
+  watcher.join();
+
+  ASSERT_TRUE(WIFEXITED(exit_status)) << exit_status;
+  EXPECT_EQ(WEXITSTATUS(exit_status), 0);
+  EXPECT_LT(exit_seconds, kGrace);
+  int computed = 0, refused = 0, answered = 0, written = 0;
+  Clock::time_point first_end = Clock::time_point::max();
+  for (const Outcome& o : outcomes) {
+    EXPECT_EQ(o.duplicates, 0);
+    // A prefix: ids 0..n-1 all answered (std::map keeps them sorted).
+    EXPECT_TRUE(o.answers.empty() ||
+                o.answers.rbegin()->first + 1 == static_cast<uint64_t>(o.answers.size()))
+        << "a request the server read was not answered";
+    EXPECT_LT(static_cast<int>(o.answers.size()), o.written + 1);
+    EXPECT_EQ(o.end.error_code(), grpc::StatusCode::UNAVAILABLE) << o.end.error_message();
+    answered += static_cast<int>(o.answers.size());
+    written += o.written;
+    first_end = std::min(first_end, o.ended);
+    for (const auto& [id, a] : o.answers) {
+      if (a.error().code() == 0) {
+        ++computed;
+        EXPECT_TRUE(Correct(a, inputs[id % kInputs])) << id;
+      } else {
+        ++refused;
+        EXPECT_EQ(a.error().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE))
+            << a.error().message();
+      }
+    }
+  }
+  EXPECT_NE(late_end.error_code(), grpc::StatusCode::OK);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_GE(statuses.size(), 2u);
+  EXPECT_EQ(statuses.front().first, HealthCheckResponse::SERVING);
+  Clock::time_point not_serving = Clock::time_point::max();
+  for (const auto& [status, at] : statuses) {
+    if (status == HealthCheckResponse::NOT_SERVING) not_serving = std::min(not_serving, at);
+  }
+  ASSERT_NE(not_serving, Clock::time_point::max()) << "health never said NOT_SERVING";
+  EXPECT_LE(not_serving, first_end) << "a stream ended before health turned NOT_SERVING";
+  std::printf(
+      "[ faults ] SIGTERM with %d streams writing: %d requests written, %d read and answered "
+      "(%d computed and correct, %d UNAVAILABLE), no gap; NOT_SERVING %.0f ms after the "
+      "signal, first stream ended %.0f ms, exit 0 after %.2f s (grace %.0f s); a new stream "
+      "got code %d\n",
+      kStreams, written, answered, computed, refused, Seconds(not_serving - sigterm) * 1e3,
+      Seconds(first_end - sigterm) * 1e3, exit_seconds, kGrace,
+      static_cast<int>(late_end.error_code()));
+}
+
+// SIGKILL while 8 threads call through qlayer::RemoteLinear, and a new
+// server on the same port 300 ms later: every call returns the right answer
+// (the ones that were in flight are re-sent), none fails.
+TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
+  auto server = std::make_unique<ServerProcess>(dir_->path(), std::vector<std::string>{});
+  ASSERT_TRUE(server->ok());
+  const std::string address = server->address();
+  auto client = Client::Connect(address);
+  ASSERT_TRUE(client.ok()) << client.status();
+  RemoteLinearOptions options;
+  options.timeout = absl::Seconds(30);
+  auto remote = RemoteLinear::Create(client->get(), kLayer, options);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+
+  std::atomic<bool> stop{false};
+  struct Caller {
+    int calls = 0, correct = 0, resent = 0;
+    std::string problem;
+  };
+  std::vector<Caller> callers(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < callers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Caller& c = callers[i];
+      std::mt19937_64 rng(testing::TestSeed() + 77 + i);
+      while (!stop.load()) {
+        const CheckedRequest r = RandomLinearRequest(*ref_, 1 + static_cast<int64_t>(i % 4), rng);
+        ++c.calls;
+        absl::StatusOr<ForwardResult> y = (*remote)->Forward(r.x.view());
+        if (!y.ok()) {
+          if (c.problem.empty()) c.problem = y.status().ToString();
+          continue;
+        }
+        if (y->attempts > 1) ++c.resent;
+        if (RelativeError(y->output.view(), r.expected) < Tolerance(r.x.dtype())) {
+          ++c.correct;
+        } else if (c.problem.empty()) {
+          c.problem = "wrong answer";
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ::kill(server->pid(), SIGKILL);
+  const Clock::time_point killed = Clock::now();
+  server.reset();  // reaps it
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  server =
+      std::make_unique<ServerProcess>(dir_->path(), std::vector<std::string>{"--listen", address});
+  ASSERT_TRUE(server->ok()) << "no restart on " << address;
+  const double restarted = Seconds(Clock::now() - killed);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  int calls = 0, correct = 0, resent = 0;
+  for (const Caller& c : callers) {
+    EXPECT_EQ(c.correct, c.calls) << c.problem;
+    calls += c.calls;
+    correct += c.correct;
+    resent += c.resent;
+  }
+  std::printf(
+      "[ faults ] SIGKILL + restart (listening again %.2f s after the kill): %d calls from 8 "
+      "threads, %d correct, %d answered after a re-send\n",
+      restarted, calls, correct, resent);
+  EXPECT_GE(resent, 1) << "no call was in flight across the kill";
+  remote->reset();
+}
+
+}  // namespace
+}  // namespace qlayer::reliability

@@ -66,7 +66,8 @@ class QuantConfig {
 // The quantization_config a checkpoint in `format` with these parameters
 // carries, as its upstream library writes it into config.json. `tool_format`
 // is one of qlayer-quantize's --format values: awq, gptq, gptq_v2,
-// compressed-tensors, auto-round-gptq, auto-round-awq, or dense (returns a
+// compressed-tensors (pack-quantized), compressed-tensors-int (int-quantized),
+// auto-round-gptq, auto-round-awq, or dense (returns a
 // null json: no quantization_config). Combinations the format cannot express
 // (AWQ with 8 bits or act-order, AutoRound with act-order, bits other than 4
 // and 8) are INVALID_ARGUMENT.

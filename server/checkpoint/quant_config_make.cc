@@ -50,9 +50,14 @@ absl::StatusOr<nlohmann::json> MakeQuantConfig(absl::string_view tool_format, in
                {"zero_point", !sym},    {"version", "gemm"}, {"modules_to_not_convert", nullptr}};
     return qc;
   }
-  if (tool_format == "compressed-tensors") {
+  if (tool_format == "compressed-tensors" || tool_format == "compressed-tensors-int") {
     // llm-compressor's W4A16 / W8A16 presets: one group targeting Linear,
-    // lm_head ignored, weight-only, packed.
+    // lm_head ignored, weight-only. "compressed-tensors" packs (the format
+    // llm-compressor infers for weight-only int schemes); "-int" is the same
+    // scheme saved with quantization_format="int-quantized": int8 P.weight
+    // [N, K] holding the signed values, no weight_shape (IntQuantization-
+    // Compressor, an alias of naive-quantized).
+    const char* format = tool_format == "compressed-tensors" ? "pack-quantized" : "int-quantized";
     json weights = {{"num_bits", bits},
                     {"type", "int"},
                     {"symmetric", sym},
@@ -67,9 +72,9 @@ absl::StatusOr<nlohmann::json> MakeQuantConfig(absl::string_view tool_format, in
                   {"weights", std::move(weights)},
                   {"input_activations", nullptr},
                   {"output_activations", nullptr},
-                  {"format", "pack-quantized"}};
+                  {"format", format}};
     json qc = {
-        {"quant_method", "compressed-tensors"}, {"format", "pack-quantized"},
+        {"quant_method", "compressed-tensors"}, {"format", format},
         {"quantization_status", "compressed"},  {"config_groups", {{"group_0", std::move(group)}}},
         {"ignore", json::array({"lm_head"})},   {"kv_cache_scheme", nullptr},
         {"global_compression_ratio", nullptr},  {"sparsity_config", json::object()}};
@@ -97,8 +102,8 @@ absl::StatusOr<nlohmann::json> MakeQuantConfig(absl::string_view tool_format, in
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown format '", tool_format,
-                   "' (expected awq, gptq, gptq_v2, compressed-tensors, auto-round-gptq, "
-                   "auto-round-awq or dense)"));
+                   "' (expected awq, gptq, gptq_v2, compressed-tensors, compressed-tensors-int, "
+                   "auto-round-gptq, auto-round-awq or dense)"));
 }
 
 }  // namespace qlayer

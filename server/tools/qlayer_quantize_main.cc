@@ -27,7 +27,8 @@
 #include "server/tools/quantize_tool.h"
 
 ABSL_FLAG(std::string, format, "",
-          "awq | gptq | gptq_v2 | compressed-tensors | auto-round-gptq | auto-round-awq | dense");
+          "awq | gptq | gptq_v2 | compressed-tensors (pack-quantized) | compressed-tensors-int "
+          "(int-quantized: int8 weight [N, K]) | auto-round-gptq | auto-round-awq | dense");
 ABSL_FLAG(int32_t, bits, 4, "weight bits: 4 or 8");
 ABSL_FLAG(int64_t, group_size, 128, "group size along K; -1 = per output channel");
 ABSL_FLAG(bool, sym, false, "symmetric (no zero points: uint4b8 / uint8b128)");
@@ -101,8 +102,8 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "writes a quantized checkpoint directory.\n"
-      "  qlayer-quantize --format awq|gptq|gptq_v2|compressed-tensors|auto-round-gptq|"
-      "auto-round-awq|dense\n"
+      "  qlayer-quantize --format awq|gptq|gptq_v2|compressed-tensors|compressed-tensors-int|"
+      "auto-round-gptq|auto-round-awq|dense\n"
       "      --bits 4|8 --group-size G [--sym] [--act-order] [--scale-dtype f16|bf16|f32]\n"
       "      [--seed S] (--shape NAME=NxK ... | --from dense.safetensors) [--shard-bytes B]\n"
       "      --out DIR\n"

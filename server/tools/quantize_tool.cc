@@ -183,7 +183,7 @@ absl::Status FromFileJobs(const QuantizeToolOptions& o, std::vector<Job>& jobs,
 void MarkDense(const QuantizeToolOptions& o, const std::vector<std::string>& dense_modules,
                const std::vector<Job>& jobs, json& qc) {
   if (qc.is_null() || dense_modules.empty()) return;
-  if (o.format == "compressed-tensors") {
+  if (absl::StartsWith(o.format, "compressed-tensors")) {
     for (const std::string& m : dense_modules) {
       if (m != "lm_head") qc["ignore"].push_back(m);
     }

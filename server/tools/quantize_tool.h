@@ -31,7 +31,9 @@ struct LayerShapeSpec {
 absl::StatusOr<std::vector<LayerShapeSpec>> ParseLayerShapes(absl::string_view text);
 
 struct QuantizeToolOptions {
-  std::string format;  // awq|gptq|gptq_v2|compressed-tensors|auto-round-gptq|auto-round-awq|dense
+  // awq|gptq|gptq_v2|compressed-tensors|compressed-tensors-int|auto-round-gptq|
+  // auto-round-awq|dense
+  std::string format;
   int bits = 4;
   int64_t group_size = 128;  // -1 = per channel
   bool sym = false;

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -410,6 +411,10 @@ TEST(MakeQuantConfigTest, ReadsBackThroughParse) {
        "compressed-tensors"},
       {"compressed-tensors", 8, -1, false, false, CheckpointFormat::kCtPackQuantized,
        "compressed-tensors"},
+      {"compressed-tensors-int", 8, 64, true, false, CheckpointFormat::kCtIntQuantized,
+       "compressed-tensors"},
+      {"compressed-tensors-int", 4, -1, false, true, CheckpointFormat::kCtIntQuantized,
+       "compressed-tensors"},
       {"auto-round-gptq", 8, 32, false, false, CheckpointFormat::kGptq, "auto-round:auto_gptq"},
       {"auto-round-awq", 4, 128, true, false, CheckpointFormat::kAwq, "auto-round:auto_awq"},
   };
@@ -420,7 +425,7 @@ TEST(MakeQuantConfigTest, ReadsBackThroughParse) {
     const QuantConfig c = MustParse(*qc);
     ExpectScheme(MustScheme(c, "model.layers.0.mlp.up_proj"), mc.want, mc.bits, mc.group, mc.sym,
                  mc.act_order, mc.origin);
-    if (std::string(mc.format) == "compressed-tensors") {
+    if (absl::StartsWith(mc.format, "compressed-tensors")) {
       ExpectRejected(c, "lm_head", absl::StatusCode::kInvalidArgument, {"ignore 'lm_head'"});
     }
   }
@@ -445,6 +450,13 @@ TEST(MakeQuantConfigTest, WritesUpstreamFields) {
   EXPECT_EQ(w["actorder"], "group");
   EXPECT_EQ(ct["format"], "pack-quantized");
   EXPECT_TRUE(ct["config_groups"]["group_0"]["input_activations"].is_null());
+  // int-quantized: the same scheme, only the format strings differ.
+  json ci = *MakeQuantConfig("compressed-tensors-int", 4, -1, true, true);
+  EXPECT_EQ(ci["format"], "int-quantized");
+  EXPECT_EQ(ci["config_groups"]["group_0"]["format"], "int-quantized");
+  ci["format"] = ct["format"];
+  ci["config_groups"]["group_0"]["format"] = ct["config_groups"]["group_0"]["format"];
+  EXPECT_EQ(ci, ct);
   json ar = *MakeQuantConfig("auto-round-awq", 4, 128, true, false);
   EXPECT_EQ(ar["quant_method"], "auto-round");
   EXPECT_EQ(ar["packing_format"], "auto_round:auto_awq");

@@ -73,6 +73,7 @@ std::vector<MatrixCase> AllCases() {
       {"gptq", {4, 8}, true},
       {"gptq_v2", {4, 8}, true},
       {"compressed-tensors", {4, 8}, true},
+      {"compressed-tensors-int", {4, 8}, true},
       {"awq", {4}, false},
       {"auto-round-gptq", {4, 8}, false},
       {"auto-round-awq", {4}, false},
@@ -121,6 +122,7 @@ CheckpointFormat ExpectedFormat(const std::string& f) {
   if (f == "gptq_v2") return CheckpointFormat::kGptqV2;
   if (f == "awq" || f == "auto-round-awq") return CheckpointFormat::kAwq;
   if (f == "compressed-tensors") return CheckpointFormat::kCtPackQuantized;
+  if (f == "compressed-tensors-int") return CheckpointFormat::kCtIntQuantized;
   return CheckpointFormat::kDense;
 }
 
@@ -139,7 +141,7 @@ struct LayerShape {
 // not of 256. N: a multiple of 8 where the format packs along N (GPTQ qzeros,
 // AWQ), odd otherwise.
 std::vector<LayerShape> ShapesFor(const MatrixCase& c) {
-  const bool packs_n = c.format != "compressed-tensors" && c.format != "dense";
+  const bool packs_n = !absl::StartsWith(c.format, "compressed-tensors") && c.format != "dense";
   int64_t k2 = 200;
   if (c.group == 32) k2 = 224;
   if (c.group == 128) k2 = 640;

@@ -17,6 +17,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -110,7 +111,14 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  absl::StatusOr<std::unique_ptr<qlayer::ServerApp>> app = qlayer::ServerApp::Start(options);
+  absl::StatusOr<std::unique_ptr<qlayer::ServerApp>> app = absl::UnknownError("not started");
+  try {
+    app = qlayer::ServerApp::Start(options);
+  } catch (const std::bad_alloc&) {
+    // Model::Load names the layer; this catches the rest of the start-up.
+    app = absl::ResourceExhaustedError(
+        absl::StrCat("out of memory starting with --model ", options.model.dir));
+  }
   if (!app.ok()) {
     std::fprintf(stderr, "qlayer-server: %s\n", app.status().ToString().c_str());
     return 1;

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -39,6 +40,9 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   // loads may read the tail of the last line.
   const size_t alloc = (t.nbytes_ + 63) / 64 * 64 + 64;
   void* p = std::aligned_alloc(64, alloc);
+  // Out of memory: fail like operator new (callers that load weights turn it
+  // into a status), not with a write through nullptr.
+  if (p == nullptr) throw std::bad_alloc();
   std::memset(p, 0, alloc);
   t.data_.reset(p);
   return t;

@@ -1,6 +1,7 @@
 #include "server/model/model.h"
 
 #include <algorithm>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -63,6 +64,22 @@ void LogMoE(const LoadedMoE& moe) {
   }
 }
 
+// Decoding and repacking allocate; a checkpoint larger than the memory this
+// process may use (RLIMIT_AS, overcommit off) makes an allocation throw
+// std::bad_alloc, which would otherwise end the server with "terminate
+// called" (SIGABRT) instead of naming what did not fit.
+template <class Load>
+auto CatchOutOfMemory(const std::string& what, int64_t prepared, Load load) -> decltype(load()) {
+  try {
+    return load();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory loading ", what, " (", prepared,
+                     " bytes of prepared weights held by the layers before it): the checkpoint "
+                     "needs more memory than this process may use"));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) {
@@ -108,22 +125,34 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
                      << (forced_moe ? ": every MoE block uses it or load fails"
                                     : ": every layer uses it or load fails");
   }
+  int64_t prepared = 0;  // bytes held by the layers loaded so far
   std::vector<std::unique_ptr<LoadedLinear>> layers;
   for (const LinearLayerEntry& entry : entries) {
-    QLAYER_ASSIGN_OR_RETURN(QuantizedLinear w, LoadLinearLayer(*ckpt, entry));
     QLAYER_ASSIGN_OR_RETURN(
         std::unique_ptr<LoadedLinear> layer,
-        LoadedLinear::Create(entry.name, w, entry.scheme, device.device, select));
+        CatchOutOfMemory(
+            absl::StrCat("layer ", entry.name), prepared,
+            [&]() -> absl::StatusOr<std::unique_ptr<LoadedLinear>> {
+              QLAYER_ASSIGN_OR_RETURN(QuantizedLinear w, LoadLinearLayer(*ckpt, entry));
+              return LoadedLinear::Create(entry.name, w, entry.scheme, device.device, select);
+            }));
     LogLayer(*layer);
+    prepared += layer->prepared_bytes();
     layers.push_back(std::move(layer));
   }
   std::vector<std::unique_ptr<LoadedMoE>> moes;
   for (const MoEBlockEntry& entry : moe_entries) {
-    QLAYER_ASSIGN_OR_RETURN(MoEBlock block, LoadMoEBlock(*ckpt, config, entry));
     QLAYER_ASSIGN_OR_RETURN(
         std::unique_ptr<LoadedMoE> moe,
-        LoadedMoE::Create(block, entry.scheme, device.device, MoEOptionsFrom(moe_select)));
+        CatchOutOfMemory(absl::StrCat("MoE block ", entry.name), prepared,
+                         [&]() -> absl::StatusOr<std::unique_ptr<LoadedMoE>> {
+                           QLAYER_ASSIGN_OR_RETURN(MoEBlock block,
+                                                   LoadMoEBlock(*ckpt, config, entry));
+                           return LoadedMoE::Create(block, entry.scheme, device.device,
+                                                    MoEOptionsFrom(moe_select));
+                         }));
     LogMoE(*moe);
+    prepared += moe->prepared_bytes();
     moes.push_back(std::move(moe));
   }
   return FromLayers(std::move(layers), std::move(device), options.dir, std::move(moes));

@@ -5,6 +5,7 @@
 // checkpoint larger than the address space the server may use (a clean error
 // exit, not a crash).
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
+#include "server/checkpoint/safetensors.h"
 #include "tests/reliability/reliability_util.h"
 
 namespace qlayer::reliability {
@@ -164,6 +166,75 @@ TEST(CheckpointFaults, FileTruncatedOverwrittenOrReplacedWhileServedChangesNothi
     std::printf("[ ckpt ] damage %d at start: exit %d: %s", damage, r.exit_code,
                 r.output.substr(r.output.rfind('\n', r.output.size() - 2) + 1).c_str());
   }
+}
+
+// VmPeak of `pid` in KiB; -1 when unknown.
+int64_t VmPeakKiB(pid_t pid) {
+  std::istringstream status(ReadAll(absl::StrCat("/proc/", pid, "/status")));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmPeak:")) return std::atoll(line.c_str() + 7);
+  }
+  return -1;
+}
+
+// A dense f16 checkpoint of one [N, K] layer, written directly (no
+// quantization to wait for); the values are small finite halves.
+void WriteDenseCheckpoint(const std::string& dir, int64_t N, int64_t K) {
+  Tensor w = Tensor::Zeros(DType::kF16, {N, K});
+  uint16_t* h = static_cast<uint16_t*>(w.data());
+  for (int64_t i = 0; i < N * K; ++i)
+    h[i] = static_cast<uint16_t>(0x2000 + (i * 2654435761u) % 0x1000);
+  NamedTensors tensors;
+  tensors.emplace("model.layers.0.mlp.up_proj.weight", std::move(w));
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
+  std::ofstream(dir + "/config.json") << "{\"torch_dtype\": \"float16\"}\n";
+}
+
+// The server may use the address space a running server on a small
+// checkpoint needs plus 16 MiB; the checkpoint is a 128 MiB dense layer
+// (mapped, decoded and prepared: ~3x that). Loading must fail with a message
+// and exit 1, before anything listens -- not die of std::bad_alloc (SIGABRT,
+// as it did before Model::Load caught it) or of a thread it could not start.
+TEST(CheckpointFaults, MoreWeightsThanTheMemoryLimitFailCleanly) {
+  // Per-thread malloc arenas (64 MiB of address space each) would make the
+  // baseline depend on how many threads allocated; two keep it stable.
+  ::setenv("MALLOC_ARENA_MAX", "2", 1);
+  testing::TempDir small, big;
+  ASSERT_TRUE(testing::RunQuantize({"--format", "gptq", "--bits", "4", "--seed", "11", "--shape",
+                                    absl::StrCat(kLayer, "=256x256")},
+                                   small.path()));
+  int64_t baseline_kib = -1;
+  {
+    testing::ServerProcess server(small.path(), {});
+    ASSERT_TRUE(server.ok());
+    auto stub = server.Stub();  // a request, so the serving threads exist
+    grpc::ClientContext ctx;
+    auto stream = stub->Forward(&ctx);
+    std::mt19937_64 rng(1);
+    const Tensor x = testing::RandomInput(DType::kF16, 1, 256, rng);
+    v1::ForwardResponse a;
+    ASSERT_TRUE(stream->Write(MakeRequest(1, kLayer, x.view())) && stream->Read(&a));
+    stream->WritesDone();
+    (void)stream->Finish();
+    baseline_kib = VmPeakKiB(server.pid());
+  }
+  ASSERT_GT(baseline_kib, 0);
+  WriteDenseCheckpoint(big.path(), 8192, 8192);
+  const int64_t limit = (baseline_kib + 16 * 1024) * 1024;
+  const ProgramResult r =
+      RunServer(big.path(), {"/usr/bin/prlimit", absl::StrCat("--as=", limit)}, 120);
+  ::unsetenv("MALLOC_ARENA_MAX");
+  std::printf(
+      "[ ckpt ] 128 MiB dense layer under RLIMIT_AS %lld MiB (baseline %lld MiB): exit "
+      "%d signal %d: %s",
+      static_cast<long long>(limit >> 20), static_cast<long long>(baseline_kib >> 10), r.exit_code,
+      r.term_signal, r.output.substr(r.output.rfind('\n', r.output.size() - 2) + 1).c_str());
+  EXPECT_FALSE(r.timed_out) << r.output;
+  EXPECT_EQ(r.term_signal, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "qlayer-server: ")) << r.output;
+  EXPECT_FALSE(absl::StrContains(r.output, "listening on")) << r.output;
 }
 
 }  // namespace

@@ -20,3 +20,16 @@ add_test(NAME qlayer_reliability_soak_short
 set_tests_properties(qlayer_reliability_soak_short PROPERTIES
   TIMEOUT 180
   ENVIRONMENT "QLAYER_BUILD_DIR=${PROJECT_BINARY_DIR};QLAYER_SOAK_STREAMS=8;QLAYER_SOAK_SECONDS=20")
+
+# The Python client re-sending across a SIGKILL and restart (Debian's
+# /usr/bin/python3 with python3-grpcio and python3-numpy).
+if(TARGET qlayer-server AND TARGET qlayer-quantize AND EXISTS /usr/bin/python3)
+  add_test(NAME python_restart_test
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/reliability/python_restart_test.py)
+  set_tests_properties(python_restart_test PROPERTIES
+    TIMEOUT 120
+    ENVIRONMENT "QLAYER_BUILD_DIR=${PROJECT_BINARY_DIR};PYTHONPATH=${PROJECT_SOURCE_DIR}/client/python;QLAYER_PROTO_DESCRIPTORS=${PROJECT_BINARY_DIR}/client/python/qlayer_v1.desc")
+  if(TARGET qlayer_python_descriptors)
+    add_dependencies(qlayer_reliability_tests qlayer_python_descriptors)
+  endif()
+endif()

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "cuda/cublas_loader.h"
 
 namespace qlayer::cuda {
 
@@ -18,8 +19,9 @@ absl::Status CudaStatus(cudaError_t err, absl::string_view what) {
 
 absl::Status CublasStatus(cublasStatus_t st, absl::string_view what) {
   if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  absl::StatusOr<const CublasApi*> api = LoadCublas();
   return absl::InternalError(absl::StrCat(what, ": cuBLAS status ", static_cast<int>(st), " (",
-                                          cublasGetStatusString(st), ")"));
+                                          api.ok() ? (*api)->status_string(st) : "?", ")"));
 }
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
@@ -121,20 +123,24 @@ absl::Status CheckCudaDevice(const Device& device) {
 
 Worker::~Worker() {
   // At process exit the CUDA runtime may already be gone; errors are moot.
-  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cublas_ != nullptr) {
+    absl::StatusOr<const CublasApi*> api = LoadCublas();
+    if (api.ok()) (*api)->destroy(cublas_);
+  }
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
 absl::StatusOr<cublasHandle_t> Worker::Cublas(cudaStream_t stream) {
+  QLAYER_ASSIGN_OR_RETURN(const CublasApi* api, LoadCublas());
   if (cublas_ == nullptr) {
-    QLAYER_RETURN_IF_ERROR(CublasStatus(cublasCreate(&cublas_), "cublasCreate"));
+    QLAYER_RETURN_IF_ERROR(CublasStatus(api->create(&cublas_), "cublasCreate"));
     // An explicit workspace (32 MiB, cuBLAS's Hopper recommendation) keeps
     // cuBLAS from allocating inside a CUDA graph capture.
     QLAYER_RETURN_IF_ERROR(cublas_ws_.Grow(size_t{32} << 20));
     QLAYER_RETURN_IF_ERROR(CublasStatus(
-        cublasSetWorkspace(cublas_, cublas_ws_.get(), cublas_ws_.bytes()), "cublasSetWorkspace"));
+        api->set_workspace(cublas_, cublas_ws_.get(), cublas_ws_.bytes()), "cublasSetWorkspace"));
   }
-  QLAYER_RETURN_IF_ERROR(CublasStatus(cublasSetStream(cublas_, stream), "cublasSetStream"));
+  QLAYER_RETURN_IF_ERROR(CublasStatus(api->set_stream(cublas_, stream), "cublasSetStream"));
   return cublas_;
 }
 

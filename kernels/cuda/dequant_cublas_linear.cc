@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "cuda/cublas_loader.h"
 #include "cuda/cuda_linear.h"
 #include "cuda/device_ops.h"
 
@@ -78,13 +79,14 @@ class CudaDequantCublasLinear final : public CudaLinearKernel {
       QLAYER_ASSIGN_OR_RETURN(dense, DenseLocked(bf16, stream));
     }
     QLAYER_ASSIGN_OR_RETURN(cublasHandle_t handle, worker.Cublas(stream));
+    QLAYER_ASSIGN_OR_RETURN(const CublasApi* api, LoadCublas());
     const float alpha = 1.f, beta = 0.f;
     const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     const int n = static_cast<int>(N_), k = static_cast<int>(K_), m = static_cast<int>(M);
     // Column-major view: y^T [N, M] = W [K, N]^T x^T [K, M] ("TN", cuBLAS's
     // fastest layout for row-major x [M, K] and W [N, K]).
     QLAYER_RETURN_IF_ERROR(
-        CublasStatus(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, dense, t, k, x,
+        CublasStatus(api->gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, dense, t, k, x,
                                   t, k, &beta, y, t, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      absl::StrCat("cublasGemmEx M=", M, " N=", N_, " K=", K_)));
     if (bias_.get() != nullptr) {
@@ -137,6 +139,7 @@ KernelFactory CudaDequantCublasKernelFactory() {
   f.max_m = kUnboundedM;
   f.can_implement = [](const LinearSpec& spec, const Device& device) -> absl::Status {
     QLAYER_RETURN_IF_ERROR(cuda::CheckCudaDevice(device));
+    QLAYER_RETURN_IF_ERROR(cuda::LoadCublas().status());
     if (WeightBits(spec.wtype) == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("weight type ", WeightTypeName(spec.wtype), " is not supported by ",

@@ -105,13 +105,13 @@ struct GemvLayoutArgs {
 };
 cudaError_t LaunchRepackGemv(const GemvLayoutArgs& l, const int32_t* qweight, const int32_t* perm,
                              const void* scales, const int32_t* zeros, uint32_t* packed,
-                             void* scales_t, uint8_t* zeros_t, cudaStream_t stream);
+                             void* scales_t, uint16_t* zeros_t, cudaStream_t stream);
 struct GemvArgs {
   const uint32_t* w = nullptr;
-  const void* scales = nullptr;   // [N][ngroups]
-  const uint8_t* zeros = nullptr;  // [N][ngroups] or nullptr
-  const void* x = nullptr;        // [M][ldx] f16/bf16, Kp columns readable
-  void* y = nullptr;              // [M][ldy]
+  const void* scales = nullptr;     // [N][ngroups]
+  const uint16_t* zeros = nullptr;  // [N][ngroups] or nullptr; 16 bits: GPTQ v1 zeros reach 2^bits
+  const void* x = nullptr;          // [M][ldx] f16/bf16, Kp columns readable
+  void* y = nullptr;                // [M][ldy]
   const float* bias = nullptr;
   int M = 0, ldx = 0, ldy = 0;
   GemvLayoutArgs layout;

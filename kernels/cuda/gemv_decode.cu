@@ -10,10 +10,11 @@
 //     once, converted to fp32 and kept in registers for the whole kernel, so
 //     the only per-weight memory traffic is the weight itself (reading x per
 //     weight chunk from L1 would cost 4-8x the weight's bytes in L1 bandwidth).
-//   - A block walks row batches of NR output rows; for each it issues all
-//     NR x CPT 16-byte weight loads first (a warp reads 512 contiguous bytes
-//     per row), then dequantizes and multiplies. Many resident blocks keep
-//     enough bytes in flight to stream at the HBM limit.
+//   - One resident wave of blocks walks row batches of NR output rows. A
+//     block issues the next batch's NR x CPT 16-byte weight loads (a warp
+//     reads 512 contiguous bytes per row) and its scales before it
+//     dequantizes and multiplies this batch, so loads stay in flight during
+//     the arithmetic; the activations are loaded once per block.
 //   - Dequantization in fp32 without conversion instructions: a byte q placed
 //     in the mantissa of 2^23 (one PRMT) is the float 2^23 + q, and
 //     subtracting 2^23 + z (one FADD) gives q - z exactly. Products and sums
@@ -96,25 +97,33 @@ __global__ void __launch_bounds__(kMaxThreads) GemvKernel(const GemvArgs a) {
 
   __shared__ float red[2][NR * M][kMaxThreads / 32];
   const int row_batches = (l.N + NR - 1) / NR;
-  int buf = 0;
-  for (int rb = blockIdx.x; rb < row_batches; rb += gridDim.x, buf ^= 1) {
-    const int n0 = rb * NR;
-    uint4 wv[CPT][NR];
-    float sc[CPT][NR], zf[CPT][NR];
+  // This batch's weights, scales and zeros, and the next batch's: its loads
+  // are issued before this batch's arithmetic, so they are in flight while it
+  // runs (one resident wave of blocks walks all batches).
+  uint4 wv[CPT][NR], wn[CPT][NR];
+  float sc[CPT][NR], zf[CPT][NR], scn[CPT][NR], zfn[CPT][NR];
+  auto load = [&](int rb, uint4(&w)[CPT][NR], float(&s)[CPT][NR], float(&z)[CPT][NR]) {
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
-      const int n = min(n0 + r, l.N - 1);  // rows past N compute a copy, never written
+      const int n = min(rb * NR + r, l.N - 1);  // rows past N compute a copy, never written
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
         if (!live[c]) continue;
         const int ch = tid + c * blockDim.x;
-        wv[c][r] = __ldg(reinterpret_cast<const uint4*>(a.w + n * words_per_row) + ch);
+        w[c][r] = __ldg(reinterpret_cast<const uint4*>(a.w + n * words_per_row) + ch);
         const size_t gi = static_cast<size_t>(n) * l.ngroups + grp[c];
-        sc[c][r] = LoadScale(a.scales, l.scale_kind, gi);
-        const int z = a.zeros != nullptr ? static_cast<int>(a.zeros[gi]) : l.sym_zero;
-        zf[c][r] = 8388608.0f + static_cast<float>(z);
+        s[c][r] = LoadScale(a.scales, l.scale_kind, gi);
+        const int zp = a.zeros != nullptr ? static_cast<int>(a.zeros[gi]) : l.sym_zero;
+        z[c][r] = 8388608.0f + static_cast<float>(zp);
       }
     }
+  };
+  if (static_cast<int>(blockIdx.x) < row_batches) load(blockIdx.x, wv, sc, zf);
+  int buf = 0;
+  for (int rb = blockIdx.x; rb < row_batches; rb += gridDim.x, buf ^= 1) {
+    const int n0 = rb * NR;
+    const int next = rb + static_cast<int>(gridDim.x);
+    if (next < row_batches) load(next, wn, scn, zfn);
     float acc[NR][M];
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
@@ -182,17 +191,34 @@ __global__ void __launch_bounds__(kMaxThreads) GemvKernel(const GemvArgs a) {
         }
       }
     }
+#pragma unroll
+    for (int c = 0; c < CPT; ++c) {
+#pragma unroll
+      for (int r = 0; r < NR; ++r) {
+        wv[c][r] = wn[c][r];
+        sc[c][r] = scn[c][r];
+        zf[c][r] = zfn[c][r];
+      }
+    }
   }
 }
 
 template <int BITS, int M, int CPT, bool BF16>
 cudaError_t LaunchOne(const GemvArgs& a, int threads, int sms, cudaStream_t stream) {
-  constexpr int NR = 8 / (M * CPT);
+  // Rows per batch: 4 weight rows of 16 bytes per thread per batch, twice
+  // over with the prefetch, in about 80 registers.
+  constexpr int NR = 4 / (M * CPT) > 0 ? 4 / (M * CPT) : 1;
+  const auto kernel = GemvKernel<BITS, M, CPT, NR, BF16>;
   const int row_batches = (a.layout.N + NR - 1) / NR;
-  // Enough blocks to fill every SM several times over; the grid-stride loop
-  // takes the rest.
-  const int blocks = std::min(row_batches, sms * std::max(1, 4096 / threads));
-  GemvKernel<BITS, M, CPT, NR, BF16><<<blocks, threads, 0, stream>>>(a);
+  // One resident wave: every block loads its activations once and walks
+  // many batches, prefetching the next while computing this one.
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess ||
+      per_sm < 1) {
+    per_sm = 1;
+  }
+  const int blocks = std::min(row_batches, sms * per_sm);
+  kernel<<<blocks, threads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -228,7 +254,7 @@ __global__ void RepackGemvWeightsKernel(const GemvLayoutArgs l, const int32_t* q
 }
 
 __global__ void TransposeGroupsKernel(const GemvLayoutArgs l, const void* scales,
-                                      const int32_t* zeros, void* scales_t, uint8_t* zeros_t) {
+                                      const int32_t* zeros, void* scales_t, uint16_t* zeros_t) {
   const int64_t total = static_cast<int64_t>(l.N) * l.ngroups;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -239,11 +265,13 @@ __global__ void TransposeGroupsKernel(const GemvLayoutArgs l, const void* scales
     } else {
       static_cast<uint16_t*>(scales_t)[i] = static_cast<const uint16_t*>(scales)[src];
     }
-    if (zeros != nullptr) zeros_t[i] = static_cast<uint8_t>(zeros[src]);
+    if (zeros != nullptr) zeros_t[i] = static_cast<uint16_t>(zeros[src]);  // 0 ... 2^bits
   }
 }
 
-int GridFor(int64_t total) { return static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535)); }
+int GridFor(int64_t total) {
+  return static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
+}
 
 }  // namespace
 
@@ -253,7 +281,7 @@ int GemvMaxKp(int bits) {
 
 cudaError_t LaunchRepackGemv(const GemvLayoutArgs& l, const int32_t* qweight, const int32_t* perm,
                              const void* scales, const int32_t* zeros, uint32_t* packed,
-                             void* scales_t, uint8_t* zeros_t, cudaStream_t stream) {
+                             void* scales_t, uint16_t* zeros_t, cudaStream_t stream) {
   const int64_t words = static_cast<int64_t>(l.Kp) / (32 / l.bits) * l.N;
   RepackGemvWeightsKernel<<<GridFor(words), 256, 0, stream>>>(l, qweight, perm, packed);
   cudaError_t err = cudaGetLastError();

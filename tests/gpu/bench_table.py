@@ -3,7 +3,7 @@
 table of BENCHMARKS.md ("CUDA linear kernels").
 
 ours = the kernel the registry selects at that M (cuda_gemv_w4a16 up to its
-max_m, then cuda_mma_w4a16 up to its max_m, read from the benchmark's
+max_m when selected, then cuda_mma_w4a16 up to its max_m, read from the benchmark's
 "# gemv_max_m" / "# mma_max_m" lines; cuda_dequant_cublas above). floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
 rate), both measured in the same run; int4 bytes = K*N/2 plus the f16
 group-128 scales.
@@ -46,8 +46,9 @@ def main():
           f"{int(facts.get('l2_bytes', 0)) >> 20} MiB. Copy bandwidth (read + write) "
           f"{bw / 1e9:.0f} GB/s (faster of cudaMemcpy {float(facts.get('copy_memcpy_GBps', 0)):.0f} "
           f"and an SM copy kernel {float(facts.get('copy_kernel_GBps', 0)):.0f}); cuBLAS fp16 dense "
-          f"8192^3 {peak / 1e12:.0f} TFLOP/s. Selection: cuda_gemv_w4a16 for M <= {gemv_max_m}, "
-          f"cuda_mma_w4a16 for M <= {max_m}.\n")
+          f"8192^3 {peak / 1e12:.0f} TFLOP/s. Selection: "
+          + (f"cuda_gemv_w4a16 for M <= {gemv_max_m}, " if gemv_max_m else "")
+          + f"cuda_mma_w4a16 for M <= {max_m}, cuda_dequant_cublas above.\n")
     shapes = sorted({(k, n) for (k, n, m, p) in t if m > 0}, key=lambda s: s[0] * s[1])
     print("| K x N | M | ours (µs) | kernel | floor (µs) | of floor | vs cuBLAS fp16 | "
           "vs int4pack_mm | gemv / mma / dequant+cuBLAS (µs) |")

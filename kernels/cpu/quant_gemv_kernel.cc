@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -259,6 +260,7 @@ class QuantGemvKernel final : public LinearKernel {
   void BuildPacked(const QuantizedLinear& w) {
     const size_t total = static_cast<size_t>(blocks_ * block_bytes_);
     packed_.reset(std::aligned_alloc(kAlign, std::max<size_t>(total, kAlign)));
+    if (packed_ == nullptr) throw std::bad_alloc();  // out of memory: as operator new would
     // Each block is packed by the pool thread that will stream it in Forward
     // (first touch places its pages near that thread).
     CpuThreadPool& pool = CpuThreadPool::Global();

@@ -1,35 +1,32 @@
 // MoE blocks end to end for EVERY family x format qlayer-quantize writes
 // (issue 5's test matrix): {mixtral, qwen2_moe, qwen3_moe, deepseek_v2,
 // deepseek_v3} x {gptq, gptq_v2, awq, compressed-tensors (pack-quantized),
-// auto-round-gptq, auto-round-awq}, each 4-bit, and 8-bit where the format
-// packs 8 bits (gptq, gptq_v2, compressed-tensors, auto-round-gptq). The
-// rich per-family checks (describe fields, f32 inputs, i64 ids, bf16 weights,
+// compressed-tensors-int (int-quantized), auto-round-gptq, auto-round-awq},
+// each 4-bit, and 8-bit where the format holds 8 bits (all but the AWQ
+// packings). The rich per-family checks (describe fields, f32 inputs, i64 ids, bf16 weights,
 // /metrics) are moe_e2e_test.cc's; here each case is lean so the matrix stays
 // cheap in CI (one quantize + one server per case, ~0.4 s): one activation
 // dtype (the model's), T in {1, 7, 64} x all three routing modes (the
 // server's router, caller logits, caller top-k), and expert imbalance both
 // ways -- caller top-k and caller logits that send every token to the same k
 // experts (expert 0 gets all tokens, E - k experts stay idle) -- over the real
-// wire, against the float64 family forward of moe_reference_util.h.
+// wire, against the float64 family forward of moe_reference_util.h (requests
+// and checks: moe_request_util.h).
 // Symmetry, act-order, group size and the scale dtype rotate with the case
 // index so each combination of them is exercised somewhere in the matrix.
-#include <algorithm>
-#include <cmath>
 #include <map>
-#include <numeric>
 #include <ostream>
 #include <random>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
 #include "tests/service/moe_reference_util.h"
+#include "tests/service/moe_request_util.h"
 #include "tests/service/service_test_util.h"
 
 namespace qlayer {
@@ -49,6 +46,7 @@ const FormatSpec kFormats[] = {
     {"gptq_v2", "gptq_v2", true, true},
     {"awq", "awq", false, false},
     {"compressed-tensors", "compressed-tensors", true, true},
+    {"compressed-tensors-int", "compressed-tensors", true, true},
     {"auto-round-gptq", "auto-round:auto_gptq", true, false},
     {"auto-round-awq", "auto-round:auto_awq", false, false},
 };
@@ -115,71 +113,6 @@ std::vector<std::string> FamilyFlags(const std::string& family) {
   return f;
 }
 
-v1::Tensor Wire(DType dt, const Shape& shape, const void* data) {
-  v1::Tensor t;
-  t.set_dtype(dt == DType::kI32    ? v1::DTYPE_I32
-              : dt == DType::kF32  ? v1::DTYPE_F32
-              : dt == DType::kBF16 ? v1::DTYPE_BF16
-                                   : v1::DTYPE_F16);
-  for (int64_t d : shape) t.add_shape(d);
-  t.set_data(data, static_cast<size_t>(NumElements(shape)) * DTypeSize(dt));
-  return t;
-}
-
-// A wire tensor's data as a view, or empty when its dtype or size is off.
-ConstTensorView View(const v1::Tensor& t) {
-  ConstTensorView v;
-  switch (t.dtype()) {
-    case v1::DTYPE_F16:
-      v.dtype = DType::kF16;
-      break;
-    case v1::DTYPE_BF16:
-      v.dtype = DType::kBF16;
-      break;
-    case v1::DTYPE_F32:
-      v.dtype = DType::kF32;
-      break;
-    case v1::DTYPE_I32:
-      v.dtype = DType::kI32;
-      break;
-    default:
-      return {};
-  }
-  for (int64_t d : t.shape()) v.shape.push_back(d);
-  if (t.data().size() != v.nbytes()) return {};
-  v.data = t.data().data();
-  return v;
-}
-
-enum class Mode { kGate, kLogits, kTopk, kSkewedTopk, kSkewedLogits };
-const char* ModeName(Mode m) {
-  switch (m) {
-    case Mode::kGate:
-      return "server router";
-    case Mode::kLogits:
-      return "caller logits";
-    case Mode::kTopk:
-      return "caller top-k";
-    case Mode::kSkewedTopk:
-      return "caller top-k, every token on experts 0..k-1";
-    case Mode::kSkewedLogits:
-      return "caller logits favouring experts 0..k-1";
-  }
-  return "?";
-}
-bool RoutedByLogits(Mode m) {
-  return m == Mode::kGate || m == Mode::kLogits || m == Mode::kSkewedLogits;
-}
-bool Skewed(Mode m) { return m == Mode::kSkewedTopk || m == Mode::kSkewedLogits; }
-
-struct Sent {
-  Mode mode;
-  Tensor x;
-  std::vector<double> logits;   // logits modes: what the router sees
-  std::vector<int32_t> ids;     // top-k modes: as sent
-  std::vector<double> weights;  // top-k modes: as sent
-};
-
 class MoEMatrixE2E : public ::testing::TestWithParam<MatrixCase> {};
 
 TEST_P(MoEMatrixE2E, EveryRoutingModeMatchesTheFamilyForward) {
@@ -202,8 +135,6 @@ TEST_P(MoEMatrixE2E, EveryRoutingModeMatchesTheFamilyForward) {
       c.family == "mixtral" ? "model.layers.0.block_sparse_moe" : "model.layers.0.mlp";
   MoEReference ref(dir.path(), block);
   ASSERT_TRUE(ref.ok());
-  const int64_t H = ref.H(), E = ref.E();
-  const int k = ref.k();
 
   ServerProcess server(dir.path(), {"--workers", "1"});
   ASSERT_TRUE(server.ok());
@@ -220,53 +151,18 @@ TEST_P(MoEMatrixE2E, EveryRoutingModeMatchesTheFamilyForward) {
 
   const DType dt = c.scale_dtype == "bf16" ? DType::kBF16 : DType::kF16;
   std::mt19937_64 rng(seed ^ 0x3a7c);
-  std::normal_distribution<double> normal(0.0, 2.0);
-  std::uniform_real_distribution<double> uw(0.1, 1.0);
-  std::map<uint64_t, Sent> sent;
+  std::map<uint64_t, MoESent> sent;
   std::vector<v1::MoEForwardRequest> requests;
   uint64_t id = 1;
-  auto add = [&](int64_t T, Mode mode) {
-    Sent s;
-    s.mode = mode;
-    s.x = RandomInput(dt, T, H, rng);
-    v1::MoEForwardRequest r;
-    r.set_request_id(id);
-    r.set_layer(block);
-    *r.mutable_hidden_states() = ToWire(s.x.view());
-    r.set_return_routing(true);
-    if (mode == Mode::kGate) {
-      s.logits = ref.Logits(s.x.view());
-    } else if (mode == Mode::kLogits || mode == Mode::kSkewedLogits) {
-      std::vector<float> l(static_cast<size_t>(T * E));
-      for (int64_t i = 0; i < T * E; ++i) {
-        // Skewed: experts 0..k-1 far ahead (for the grouped routers they
-        // form group 0, which then wins its group vote too).
-        const double offset = mode == Mode::kLogits ? 0.0 : (i % E < k ? 10.0 : -10.0);
-        l[i] = static_cast<float>(offset + normal(rng));
-      }
-      s.logits.assign(l.begin(), l.end());
-      *r.mutable_router_logits() = Wire(DType::kF32, {T, E}, l.data());
-    } else {
-      std::vector<int32_t> perm(static_cast<size_t>(E));
-      for (int64_t t = 0; t < T; ++t) {
-        std::iota(perm.begin(), perm.end(), 0);
-        if (mode == Mode::kTopk) std::shuffle(perm.begin(), perm.end(), rng);
-        s.ids.insert(s.ids.end(), perm.begin(), perm.begin() + k);
-      }
-      std::vector<float> w(static_cast<size_t>(T * k));
-      for (float& v : w) v = static_cast<float>(uw(rng));
-      s.weights.assign(w.begin(), w.end());
-      *r.mutable_topk_ids() = Wire(DType::kI32, {T, k}, s.ids.data());
-      *r.mutable_topk_weights() = Wire(DType::kF32, {T, k}, w.data());
-    }
-    requests.push_back(std::move(r));
-    sent.emplace(id++, std::move(s));
+  auto add = [&](int64_t T, MoEMode mode) {
+    requests.push_back(MakeMoERequest(ref, block, id, mode, dt, T, rng, sent[id]));
+    ++id;
   };
   for (int64_t T : {1, 7, 64}) {
-    for (Mode mode : {Mode::kGate, Mode::kLogits, Mode::kTopk}) add(T, mode);
+    for (MoEMode mode : {MoEMode::kGate, MoEMode::kLogits, MoEMode::kTopk}) add(T, mode);
   }
-  add(64, Mode::kSkewedTopk);
-  add(64, Mode::kSkewedLogits);
+  add(64, MoEMode::kSkewedTopk);
+  add(64, MoEMode::kSkewedLogits);
 
   grpc::ClientContext ctx;
   auto stream = stub->MoEForward(&ctx);
@@ -279,68 +175,13 @@ TEST_P(MoEMatrixE2E, EveryRoutingModeMatchesTheFamilyForward) {
   while (stream->Read(&r)) {
     ++answered;
     auto it = sent.find(r.request_id());
-    ASSERT_NE(it, sent.end()) << "unknown id " << r.request_id();
-    const Sent& s = it->second;
-    const int64_t T = s.x.dim(0);
-    SCOPED_TRACE(absl::StrCat(ModeName(s.mode), ", T=", T));
-    ASSERT_EQ(r.error().code(), 0) << r.error().message();
-    const ConstTensorView got_ids = View(r.topk_ids());
-    const ConstTensorView got_w = View(r.topk_weights());
-    ASSERT_EQ(got_ids.dtype, DType::kI32);
-    ASSERT_EQ(got_ids.shape, (Shape{T, k}));
-    ASSERT_EQ(got_w.dtype, DType::kF32);
-    ASSERT_EQ(got_w.shape, (Shape{T, k}));
-    const int32_t* sid = got_ids.as<int32_t>();
-    std::vector<int32_t> ids = s.ids;
-    std::vector<double> weights = s.weights;
-    if (RoutedByLogits(s.mode)) {
-      const RefRouting want = ref.Route(s.logits, T);
-      ids = want.ids;
-      weights = want.weights;
-      int ambiguous = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        if (want.ambiguous[t]) {
-          // A near tie: f32 may choose otherwise; weigh the server's choice.
-          ++ambiguous;
-          std::copy(sid + t * k, sid + (t + 1) * k, ids.begin() + t * k);
-          const std::vector<double> w = ref.WeightsFor(s.logits.data() + t * E, sid + t * k);
-          std::copy(w.begin(), w.end(), weights.begin() + t * k);
-          continue;
-        }
-        for (int j = 0; j < k; ++j) {
-          ASSERT_EQ(sid[t * k + j], want.ids[t * k + j]) << "token " << t << " slot " << j;
-        }
-      }
-      // Skewed logits leave the runner-up groups of the grouped routers
-      // tied near 0 (flagged, harmlessly: experts 0..k-1 are all in group 0);
-      // the per-expert counts below check that choice exactly.
-      if (s.mode != Mode::kSkewedLogits) EXPECT_LE(ambiguous, std::max<int64_t>(1, T / 16));
-    } else {
-      for (int64_t i = 0; i < T * k; ++i) ASSERT_EQ(sid[i], s.ids[i]) << "slot " << i;
+    if (it == sent.end()) {
+      ADD_FAILURE() << "unknown id " << r.request_id();
+      continue;  // (keep reading: the writer thread must finish)
     }
-    std::vector<int64_t> per_expert(static_cast<size_t>(E), 0);
-    for (int64_t i = 0; i < T * k; ++i) {
-      EXPECT_NEAR(got_w.as<float>()[i], weights[i], 1e-4 * std::max(1.0, std::fabs(weights[i])))
-          << "weight " << i;
-      ASSERT_GE(sid[i], 0);
-      ASSERT_LT(sid[i], E);
-      ++per_expert[sid[i]];
-    }
-    if (Skewed(s.mode)) {
-      // The imbalance really happened: each of experts 0..k-1 got all T
-      // tokens, the other E - k none.
-      for (int64_t e = 0; e < E; ++e) EXPECT_EQ(per_expert[e], e < k ? T : 0) << "expert " << e;
-    }
-
-    const ConstTensorView y = View(r.output());
-    ASSERT_FALSE(y.empty());
-    EXPECT_EQ(y.dtype, dt);
-    ASSERT_EQ(y.shape, (Shape{T, H}));
     // As moe_e2e_test.cc's bounds: the activation dtype's rounding of each
     // expert's products (measured worst ~5e-3 bf16, ~4e-3 f16).
-    const double tol = dt == DType::kBF16 ? 1e-2 : 8e-3;
-    EXPECT_LT(RelativeError(y, ref.Forward(s.x.view(), ids, weights)), tol)
-        << absl::StrJoin(r.kernels(), ", ");
+    CheckMoEAnswer(ref, it->second, r, dt == DType::kBF16 ? 1e-2 : 8e-3);
   }
   writer.join();
   const grpc::Status st = stream->Finish();

@@ -326,12 +326,22 @@ v1::Tensor ToWire(const ConstTensorView& x) {
     case DType::kF32:
       t.set_dtype(v1::DTYPE_F32);
       break;
+    case DType::kI32:
+      t.set_dtype(v1::DTYPE_I32);
+      break;
+    case DType::kI64:
+      t.set_dtype(v1::DTYPE_I64);
+      break;
     default:
       ADD_FAILURE() << "ToWire: unsupported dtype " << DTypeName(x.dtype);
   }
   for (int64_t d : x.shape) t.add_shape(d);
   t.set_data(x.data, x.nbytes());
   return t;
+}
+
+v1::Tensor ToWire(DType dtype, const Shape& shape, const void* data) {
+  return ToWire(ConstTensorView{dtype, shape, data});
 }
 
 v1::ForwardRequest MakeRequest(uint64_t id, const std::string& layer, const ConstTensorView& x) {
@@ -342,9 +352,8 @@ v1::ForwardRequest MakeRequest(uint64_t id, const std::string& layer, const Cons
   return r;
 }
 
-ConstTensorView OutputView(const v1::ForwardResponse& r) {
+ConstTensorView WireView(const v1::Tensor& t) {
   ConstTensorView v;
-  const v1::Tensor& t = r.output();
   switch (t.dtype()) {
     case v1::DTYPE_F16:
       v.dtype = DType::kF16;
@@ -355,6 +364,12 @@ ConstTensorView OutputView(const v1::ForwardResponse& r) {
     case v1::DTYPE_F32:
       v.dtype = DType::kF32;
       break;
+    case v1::DTYPE_I32:
+      v.dtype = DType::kI32;
+      break;
+    case v1::DTYPE_I64:
+      v.dtype = DType::kI64;
+      break;
     default:
       return {};
   }
@@ -362,6 +377,11 @@ ConstTensorView OutputView(const v1::ForwardResponse& r) {
   if (t.data().size() != v.nbytes()) return {};
   v.data = t.data().data();
   return v;
+}
+
+ConstTensorView OutputView(const v1::ForwardResponse& r) {
+  const ConstTensorView v = WireView(r.output());
+  return IsFloatActivation(v.dtype) ? v : ConstTensorView{};
 }
 
 std::string HttpGet(int port, const std::string& path) {

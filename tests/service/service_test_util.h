@@ -89,12 +89,17 @@ class Reference {
 // ||y - ref|| / ||ref|| with y read in its own dtype.
 double RelativeError(const ConstTensorView& y, const std::vector<double>& ref);
 
-// A wire tensor with `data` (little-endian bytes) for x.
+// A wire tensor with `data` (little-endian bytes) for x: f16, bf16, f32,
+// i32 or i64 (anything else fails the test).
 v1::Tensor ToWire(const ConstTensorView& x);
+v1::Tensor ToWire(DType dtype, const Shape& shape, const void* data);
 // A ForwardRequest carrying x.
 v1::ForwardRequest MakeRequest(uint64_t id, const std::string& layer, const ConstTensorView& x);
+// A view of a wire tensor's bytes (f16, bf16, f32, i32, i64), or an empty
+// view when the dtype is another or the byte count does not match the shape.
+ConstTensorView WireView(const v1::Tensor& t);
 // The answer's output as a view (into the response's bytes), or an empty
-// view if the answer carries none.
+// view if the answer carries no float output.
 ConstTensorView OutputView(const v1::ForwardResponse& r);
 
 // GET http://127.0.0.1:port/path over a plain socket; the body, or "" on

@@ -10,15 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "cuda/cuda_linear.h"
+#include "cuda/decode_operands.h"
 #include "cuda/device_ops.h"
 #include "cuda/k_plan.h"
 
 namespace qlayer::cuda {
 namespace {
-
-int ScaleKindOf(DType t) {
-  return t == DType::kF32 ? kScaleF32 : (t == DType::kBF16 ? kScaleBf16 : kScaleF16);
-}
 
 class CudaGemvLinear final : public CudaLinearKernel {
  public:
@@ -73,14 +70,7 @@ class CudaGemvLinear final : public CudaLinearKernel {
                          zeros.as<int32_t>(), packed_.as<uint32_t>(), scales_t_.get(),
                          zeros_t_.as<uint16_t>(), 0),
         "repacking the weight");
-    if (!w.bias.empty()) {
-      std::vector<float> b(static_cast<size_t>(w.N));
-      for (int64_t n = 0; n < w.N; ++n) {
-        b[static_cast<size_t>(n)] =
-            static_cast<float>(LoadAsDouble(w.bias.data(), w.bias.dtype(), n));
-      }
-      QLAYER_RETURN_IF_ERROR(bias_.Upload(b.data(), b.size() * sizeof(float)));
-    }
+    QLAYER_RETURN_IF_ERROR(UploadBiasAsFloat(w, bias_));
     QLAYER_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), absl::StrCat(name_, " Prepare"));
     return absl::OkStatus();
   }
@@ -92,30 +82,17 @@ class CudaGemvLinear final : public CudaLinearKernel {
           absl::StrCat("dtype ", DTypeName(dtype), " is not supported; supported: f16, bf16"));
     }
     const GemvLayoutArgs& l = layout_;
-    const void* xin = x;
-    int ldx = l.K;
-    if (perm_.get() != nullptr) {
-      QLAYER_RETURN_IF_ERROR(worker.gathered.Grow(static_cast<size_t>(M) * l.Kp * 2));
-      for (int64_t m0 = 0; m0 < M; m0 += 65535) {
-        const int rows = static_cast<int>(std::min<int64_t>(65535, M - m0));
-        QLAYER_CUDA_RETURN_IF_ERROR(
-            LaunchGatherColumns(static_cast<const uint16_t*>(x) + m0 * l.K, l.K,
-                                perm_.as<int32_t>(), l.Kp, rows,
-                                worker.gathered.as<uint16_t>() + m0 * l.Kp, stream),
-            "gathering activation columns");
-      }
-      xin = worker.gathered.get();
-      ldx = l.Kp;
-    }
+    QLAYER_ASSIGN_OR_RETURN(GatheredInput in,
+                            GatherForPermutedK(x, M, l.K, l.Kp, perm_, worker, stream));
     GemvArgs a;
     a.w = packed_.as<uint32_t>();
     a.scales = scales_t_.get();
     a.zeros = zeros_t_.as<uint16_t>();
-    a.x = xin;
+    a.x = in.x;
     a.y = y;
     a.bias = bias_.as<float>();
     a.M = static_cast<int>(M);
-    a.ldx = ldx;
+    a.ldx = in.ld;
     a.ldy = l.N;
     a.layout = l;
     a.bf16 = dtype == DType::kBF16;
@@ -138,23 +115,7 @@ class CudaGemvLinear final : public CudaLinearKernel {
 
 absl::Status CanImplementGemv(int bits, absl::string_view name, const LinearSpec& spec,
                               const Device& device) {
-  QLAYER_RETURN_IF_ERROR(CheckCudaDevice(device));
-  if (WeightBits(spec.wtype) != bits) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight type ", WeightTypeName(spec.wtype), " is not supported by ", name,
-                     "; supported: ", bits == 4 ? "uint4, uint4b8" : "uint8, uint8b128"));
-  }
-  QLAYER_RETURN_IF_ERROR(CheckCudaLinearSpec(spec));
-  if (spec.group_size <= 0 || spec.K % spec.group_size != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("K=", spec.K, " is not divisible by group size ", spec.group_size));
-  }
-  if (spec.group_size != spec.K && spec.group_size % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "group size ", spec.group_size, " is not supported by ", name,
-        "; supported group sizes are multiples of 32 (32, 64, 128, ...) or channel-wise (", spec.K,
-        ")"));
-  }
+  QLAYER_RETURN_IF_ERROR(CheckDecodeKernelSpec(bits, name, spec, device));
   // Act-order may pad each group (PlanPermutedK allows up to 2K + 64 rows).
   const int64_t longest = spec.g_idx ? 2 * spec.K + 64 : (spec.K + 63) / 64 * 64;
   if (longest > GemvMaxKp(bits)) {

@@ -11,15 +11,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "cuda/cuda_linear.h"
+#include "cuda/decode_operands.h"
 #include "cuda/device_ops.h"
 #include "cuda/k_plan.h"
 
 namespace qlayer::cuda {
 namespace {
-
-int ScaleKindOf(DType t) {
-  return t == DType::kF32 ? kScaleF32 : (t == DType::kBF16 ? kScaleBf16 : kScaleF16);
-}
 
 class CudaMmaLinear final : public CudaLinearKernel {
  public:
@@ -71,14 +68,7 @@ class CudaMmaLinear final : public CudaLinearKernel {
     QLAYER_CUDA_RETURN_IF_ERROR(
         LaunchBuildMmaRecords(l, scales.get(), zeros.as<int32_t>(), records_.get(), 0),
         "building scale records");
-    if (!w.bias.empty()) {
-      std::vector<float> b(static_cast<size_t>(w.N));
-      for (int64_t n = 0; n < w.N; ++n) {
-        b[static_cast<size_t>(n)] =
-            static_cast<float>(LoadAsDouble(w.bias.data(), w.bias.dtype(), n));
-      }
-      QLAYER_RETURN_IF_ERROR(bias_.Upload(b.data(), b.size() * sizeof(float)));
-    }
+    QLAYER_RETURN_IF_ERROR(UploadBiasAsFloat(w, bias_));
     QLAYER_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), absl::StrCat(name_, " Prepare"));
     return absl::OkStatus();
   }
@@ -90,21 +80,8 @@ class CudaMmaLinear final : public CudaLinearKernel {
           absl::StrCat("dtype ", DTypeName(dtype), " is not supported; supported: f16, bf16"));
     }
     const MmaLayoutArgs& l = layout_;
-    const void* xin = x;
-    int ldx = l.K;
-    if (perm_.get() != nullptr) {
-      QLAYER_RETURN_IF_ERROR(worker.gathered.Grow(static_cast<size_t>(M) * l.Kp * 2));
-      for (int64_t m0 = 0; m0 < M; m0 += 65535) {
-        const int rows = static_cast<int>(std::min<int64_t>(65535, M - m0));
-        QLAYER_CUDA_RETURN_IF_ERROR(
-            LaunchGatherColumns(static_cast<const uint16_t*>(x) + m0 * l.K, l.K,
-                                perm_.as<int32_t>(), l.Kp, rows,
-                                worker.gathered.as<uint16_t>() + m0 * l.Kp, stream),
-            "gathering activation columns");
-      }
-      xin = worker.gathered.get();
-      ldx = l.Kp;
-    }
+    QLAYER_ASSIGN_OR_RETURN(GatheredInput in,
+                            GatherForPermutedK(x, M, l.K, l.Kp, perm_, worker, stream));
     const int ws_ld = l.NT * 16;
     QLAYER_RETURN_IF_ERROR(worker.EnsureSplitK(
         static_cast<size_t>(64) * ws_ld, static_cast<size_t>(MmaDecodeMaxNBlocks(l.NT)), stream));
@@ -114,14 +91,14 @@ class CudaMmaLinear final : public CudaLinearKernel {
     a.ws = worker.split_ws();
     a.counters = worker.split_counters();
     a.bias = bias_.as<float>();
-    a.ldx = ldx;
+    a.ldx = in.ld;
     a.ldy = l.N;
     a.ws_ld = ws_ld;
     a.layout = l;
     a.bf16 = dtype == DType::kBF16;
     for (int64_t m0 = 0; m0 < M; m0 += 64) {
       a.M = static_cast<int>(std::min<int64_t>(64, M - m0));
-      a.x = static_cast<const uint16_t*>(xin) + m0 * ldx;
+      a.x = static_cast<const uint16_t*>(in.x) + m0 * in.ld;
       a.y = static_cast<uint16_t*>(y) + m0 * l.N;
       QLAYER_CUDA_RETURN_IF_ERROR(LaunchMmaDecode(a, stream),
                                   absl::StrCat("decode kernel, rows ", m0, "..", m0 + a.M));
@@ -142,24 +119,7 @@ class CudaMmaLinear final : public CudaLinearKernel {
 
 absl::Status CanImplementMma(int bits, absl::string_view name, const LinearSpec& spec,
                              const Device& device) {
-  QLAYER_RETURN_IF_ERROR(CheckCudaDevice(device));
-  if (WeightBits(spec.wtype) != bits) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight type ", WeightTypeName(spec.wtype), " is not supported by ", name,
-                     "; supported: ", bits == 4 ? "uint4, uint4b8" : "uint8, uint8b128"));
-  }
-  QLAYER_RETURN_IF_ERROR(CheckCudaLinearSpec(spec));
-  if (spec.group_size <= 0 || spec.K % spec.group_size != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("K=", spec.K, " is not divisible by group size ", spec.group_size));
-  }
-  if (spec.group_size != spec.K && spec.group_size % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "group size ", spec.group_size, " is not supported by ", name,
-        "; supported group sizes are multiples of 32 (32, 64, 128, ...) or channel-wise (", spec.K,
-        ")"));
-  }
-  return absl::OkStatus();
+  return CheckDecodeKernelSpec(bits, name, spec, device);
 }
 
 KernelFactory MmaFactory(int bits, std::string name, int priority) {

@@ -1,8 +1,6 @@
 #include "tests/formats/formats_test_util.h"
 
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -10,20 +8,6 @@
 #include "gtest/gtest.h"
 
 namespace qlayer::formats_test {
-
-uint64_t TestSeed() {
-  static const uint64_t seed = [] {
-    uint64_t s;
-    if (const char* env = std::getenv("QLAYER_TEST_SEED")) {
-      s = std::strtoull(env, nullptr, 10);
-    } else {
-      s = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    }
-    std::printf("[ seed ] QLAYER_TEST_SEED=%llu\n", static_cast<unsigned long long>(s));
-    return s;
-  }();
-  return seed;
-}
 
 std::string SeedTrace(uint64_t salt) {
   return absl::StrCat("QLAYER_TEST_SEED=", TestSeed(), " salt=", salt);

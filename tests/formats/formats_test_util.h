@@ -14,11 +14,12 @@
 #include "qlayer/kernels/formats.h"
 #include "qlayer/kernels/quantized_linear.h"
 #include "qlayer/kernels/tensor.h"
+#include "tests/common/test_seed.h"
 
 namespace qlayer::formats_test {
 
 // $QLAYER_TEST_SEED if set, else from the clock; printed once per process.
-uint64_t TestSeed();
+using test_common::TestSeed;
 // "seed=<TestSeed()> salt=<salt>", for SCOPED_TRACE.
 std::string SeedTrace(uint64_t salt);
 

@@ -12,12 +12,12 @@
 #include "qlayer/kernels/linear_kernel.h"
 #include "qlayer/kernels/quantized_linear.h"
 #include "qlayer/kernels/tensor.h"
+#include "tests/common/test_seed.h"
 
 namespace qlayer::testing {
 
-// Seed for this test run: $QLAYER_TEST_SEED if set, else from the clock.
-// Printed once, so a failure can be replayed.
-uint64_t TestSeed();
+// Seed for this test run (tests/common/test_seed.h).
+using test_common::TestSeed;
 
 struct RandomLinearSpec {
   int64_t K = 0, N = 0;

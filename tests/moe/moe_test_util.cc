@@ -1,28 +1,12 @@
 #include "tests/moe/moe_test_util.h"
 
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
 #include "gtest/gtest.h"
 
 namespace qlayer::moetest {
-
-uint64_t Seed() {
-  static const uint64_t seed = [] {
-    uint64_t s;
-    if (const char* env = std::getenv("QLAYER_TEST_SEED")) {
-      s = std::strtoull(env, nullptr, 10);
-    } else {
-      s = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    }
-    std::printf("[ seed ] QLAYER_TEST_SEED=%llu\n", static_cast<unsigned long long>(s));
-    return s;
-  }();
-  return seed;
-}
 
 std::vector<double> DequantNK(const QuantizedLinear& w) {
   std::vector<double> out(static_cast<size_t>(w.N * w.K));

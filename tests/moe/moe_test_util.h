@@ -13,11 +13,12 @@
 #include "qlayer/kernels/formats.h"
 #include "qlayer/kernels/moe.h"
 #include "qlayer/kernels/tensor.h"
+#include "tests/common/test_seed.h"
 
 namespace qlayer::moetest {
 
 // $QLAYER_TEST_SEED if set, else from the clock; printed once.
-uint64_t Seed();
+inline uint64_t Seed() { return test_common::TestSeed(); }
 
 // Dense float64 weights of one expert MLP, PyTorch layout [N, K].
 struct RefMlp {

@@ -13,15 +13,15 @@
 // - any leading dims: x [..., K] is sent as [M, K] (M = their product, no copy
 //   of the view); the answer is [M, N], the bytes of [..., N] (OutputShape);
 // - the shape is checked here, before the wire, naming the layer;
-// - re-sending: Forward is pure, so a call whose stream ended unanswered
-//   (server killed, restarted or draining: UNAVAILABLE) is sent again after a
-//   jittered exponential backoff, on a stream that waits for the channel to
-//   reconnect, until answered, its timeout passes (DEADLINE_EXCEEDED), or
-//   retry_timeout has gone by since its first failure (UNAVAILABLE, with how
-//   many times it was sent and the last error). The server's verdicts
-//   (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED...) are final. To re-send,
-//   the input is kept: ForwardAsync copies it once (the Client copies it
-//   again into each request).
+// - re-sending (resending_caller.h): Forward is pure, so a call whose stream
+//   ended unanswered (server killed, restarted or draining: UNAVAILABLE) is
+//   sent again after a jittered exponential backoff, on a stream that waits
+//   for the channel to reconnect, until answered, its timeout passes
+//   (DEADLINE_EXCEEDED), or retry_timeout has gone by since its first failure
+//   (UNAVAILABLE, with how many times it was sent and the last error). The
+//   server's verdicts (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED...)
+//   are final. To re-send, the input is kept: ForwardAsync copies it once
+//   (the Client copies it again into each request).
 //
 // Independent layers overlap with ForwardAsync (q/k/v, gate/up): each layer
 // has its own stream, and calls are pipelined on it.
@@ -34,33 +34,20 @@
 #include <cstdint>
 #include <future>
 #include <memory>
-#include <set>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "client/client.h"
-#include "client/deadline_timer.h"
 #include "client/forward_result.h"
+#include "client/resending_caller.h"
 #include "qlayer/kernels/tensor.h"
 
 namespace qlayer {
 
-struct RemoteLinearOptions {
-  // Per call, re-sends included.
-  absl::Duration timeout = absl::InfiniteDuration();
-  // The stream (of this layer) that carries the calls.
-  int lane = 0;
-  // How long a call that got no answer keeps being re-sent; zero: never.
-  absl::Duration retry_timeout = absl::Seconds(30);
-  // Between re-sends: doubled each time up to max_backoff, times a random
-  // factor in [0.5, 1) so that the clients of a restarted server spread out.
-  absl::Duration initial_backoff = absl::Milliseconds(50);
-  absl::Duration max_backoff = absl::Seconds(1);
-};
+// timeout, lane, retry_timeout, initial_backoff, max_backoff
+// (resending_caller.h).
+using RemoteLinearOptions = RemoteCallOptions;
 
 class RemoteLinear {
  public:
@@ -91,27 +78,15 @@ class RemoteLinear {
   absl::StatusOr<ForwardResult> Forward(const ConstTensorView& x) { return ForwardAsync(x).get(); }
 
  private:
-  struct Call;
-
   RemoteLinear(Client* client, std::string layer, int64_t in_features, int64_t out_features,
                const RemoteLinearOptions& options);
-  void Attempt(const std::shared_ptr<Call>& call);
-  void OnAnswer(const std::shared_ptr<Call>& call, absl::StatusOr<ForwardResult> r);
-  void Finish(const std::shared_ptr<Call>& call, absl::StatusOr<ForwardResult> r);
-  absl::Duration Backoff(int attempts);
 
   Client* const client_;
   const std::string layer_;
   const int64_t in_features_;
   const int64_t out_features_;
-  const RemoteLinearOptions options_;
-
-  absl::Mutex mu_;
-  int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;                     // calls not yet finished
-  std::set<std::shared_ptr<Call>> waiting_ ABSL_GUARDED_BY(mu_);  // backing off
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  // Last member: destroyed first, so its thread stops before mu_ goes.
-  DeadlineTimer timer_;
+  // Last member: its destructor waits for the calls, which use the above.
+  ResendingCaller<ForwardResult> resender_;
 };
 
 }  // namespace qlayer

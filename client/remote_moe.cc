@@ -1,9 +1,6 @@
 #include "client/remote_moe.h"
 
-#include <algorithm>
-#include <random>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,17 +18,9 @@ Shape Leading(const Shape& s) { return Shape(s.begin(), s.end() - 1); }
 
 }  // namespace
 
-struct RemoteMoE::Call {
-  // [T, H] and the routing flattened to [T, E] / [T, k]; kept for re-sends.
+struct RemoteMoE::Inputs {
   Tensor x, logits, ids, weights;
   bool return_routing = false;
-  Callback done;
-  absl::Time start;
-  absl::Time deadline = absl::InfiniteFuture();
-  absl::Time retry_until = absl::InfiniteFuture();  // set at the first failure
-  bool failed_once = false;
-  int attempts = 0;
-  absl::Status last_error;
 };
 
 absl::StatusOr<std::unique_ptr<RemoteMoE>> RemoteMoE::Create(Client* client,
@@ -57,24 +46,9 @@ RemoteMoE::RemoteMoE(Client* client, std::string block, int64_t hidden, int64_t 
       hidden_(hidden),
       num_experts_(num_experts),
       top_k_(top_k),
-      options_(options) {}
+      resender_(client, absl::StrCat("MoEForward ", block_), "RemoteMoE", options) {}
 
-RemoteMoE::~RemoteMoE() {
-  std::vector<std::shared_ptr<Call>> waiting;
-  {
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    waiting.assign(waiting_.begin(), waiting_.end());
-    waiting_.clear();
-  }
-  for (const auto& call : waiting) {
-    Finish(call, absl::CancelledError(absl::StrCat("MoEForward ", block_,
-                                                   ": RemoteMoE destroyed before a re-send")));
-  }
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int64_t* inflight) { return *inflight == 0; }, &inflight_));
-}
+RemoteMoE::~RemoteMoE() = default;
 
 absl::Status RemoteMoE::CheckRouting(const MoERoutingInput& routing, const Shape& x_shape,
                                      int64_t T) const {
@@ -163,122 +137,30 @@ void RemoteMoE::ForwardAsync(const ConstTensorView& x, const MoERoutingInput& ro
     done(absl::InvalidArgumentError(absl::StrCat("MoEForward ", block_, ": ", s.message())));
     return;
   }
-  auto call = std::make_shared<Call>();
-  call->x = Tensor::CopyOf(Flat(x, T));
-  if (!routing.router_logits.empty()) call->logits = Tensor::CopyOf(Flat(routing.router_logits, T));
+  auto in = std::make_shared<Inputs>();
+  in->x = Tensor::CopyOf(Flat(x, T));
+  if (!routing.router_logits.empty()) in->logits = Tensor::CopyOf(Flat(routing.router_logits, T));
   if (!routing.topk_ids.empty()) {
-    call->ids = Tensor::CopyOf(Flat(routing.topk_ids, T));
-    call->weights = Tensor::CopyOf(Flat(routing.topk_weights, T));
+    in->ids = Tensor::CopyOf(Flat(routing.topk_ids, T));
+    in->weights = Tensor::CopyOf(Flat(routing.topk_weights, T));
   }
-  call->return_routing = routing.return_routing;
-  call->done = std::move(done);
-  call->start = start;
-  if (options_.timeout != absl::InfiniteDuration()) call->deadline = start + options_.timeout;
-  {
-    absl::MutexLock lock(&mu_);
-    ++inflight_;
-  }
-  Attempt(call);
+  in->return_routing = routing.return_routing;
+  resender_.Start(
+      start,
+      [this, in = std::shared_ptr<const Inputs>(std::move(in))](
+          const CallOptions& o, Callback answer) { Send(*in, o, std::move(answer)); },
+      std::move(done));
 }
 
-void RemoteMoE::Attempt(const std::shared_ptr<Call>& call) {
-  ++call->attempts;
-  CallOptions o;
-  o.lane = options_.lane;
-  // A re-send waits for the channel instead of failing fast; the retry
-  // budget (or the call's own deadline) bounds the wait.
-  o.wait_for_ready = call->attempts > 1;
-  const absl::Time until = std::min(call->deadline, call->retry_until);
-  if (until != absl::InfiniteFuture()) {
-    o.timeout = std::max(until - absl::Now(), absl::Microseconds(1));
-  }
+void RemoteMoE::Send(const Inputs& in, const CallOptions& o, Callback answer) {
   MoERoutingInput routing;
-  if (!call->logits.empty()) routing.router_logits = call->logits.view();
-  if (!call->ids.empty()) {
-    routing.topk_ids = call->ids.view();
-    routing.topk_weights = call->weights.view();
+  if (!in.logits.empty()) routing.router_logits = in.logits.view();
+  if (!in.ids.empty()) {
+    routing.topk_ids = in.ids.view();
+    routing.topk_weights = in.weights.view();
   }
-  routing.return_routing = call->return_routing;
-  client_->MoEForward(block_, call->x.view(), routing, o,
-                      [this, call](absl::StatusOr<MoEResult> r) { OnAnswer(call, std::move(r)); });
-}
-
-absl::Duration RemoteMoE::Backoff(int attempts) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  absl::Duration d = options_.initial_backoff;
-  for (int i = 1; i < attempts && d < options_.max_backoff; ++i) d *= 2;
-  d = std::min(d, options_.max_backoff);
-  return d * std::uniform_real_distribution<double>(0.5, 1.0)(rng);
-}
-
-void RemoteMoE::OnAnswer(const std::shared_ptr<Call>& call, absl::StatusOr<MoEResult> r) {
-  const absl::Time now = absl::Now();
-  if (r.ok()) {
-    r->attempts = call->attempts;
-    r->latency_us = absl::ToInt64Microseconds(now - call->start);
-    Finish(call, std::move(r));
-    return;
-  }
-  const absl::Status& s = r.status();
-  const std::string sent =
-      call->attempts > 1 ? absl::StrCat(" (sent ", call->attempts, " times)") : "";
-  // A re-send that ran into the retry budget before the call's deadline.
-  if (s.code() == absl::StatusCode::kDeadlineExceeded && call->failed_once &&
-      now < call->deadline) {
-    Finish(call, absl::UnavailableError(absl::StrCat(
-                     "MoEForward ", block_, ": no answer from ", client_->address(), " within ",
-                     absl::FormatDuration(options_.retry_timeout), " of retrying", sent,
-                     "; last error: ", call->last_error.message())));
-    return;
-  }
-  if (s.code() != absl::StatusCode::kUnavailable ||
-      options_.retry_timeout <= absl::ZeroDuration()) {
-    Finish(call, sent.empty() ? s : absl::Status(s.code(), absl::StrCat(s.message(), sent)));
-    return;
-  }
-  if (!call->failed_once) {
-    call->failed_once = true;
-    call->retry_until = now + options_.retry_timeout;
-  }
-  call->last_error = s;
-  const absl::Time limit = std::min(call->deadline, call->retry_until);
-  if (now >= limit) {
-    Finish(call,
-           absl::Status(call->deadline <= call->retry_until ? absl::StatusCode::kDeadlineExceeded
-                                                            : absl::StatusCode::kUnavailable,
-                        absl::StrCat(s.message(), sent, "; retried for ",
-                                     absl::FormatDuration(now - call->start))));
-    return;
-  }
-  {
-    // Under mu_: the destructor cannot pass between the insert and the
-    // Schedule (the timer runs callbacks without its own lock).
-    absl::MutexLock lock(&mu_);
-    if (!closing_) {
-      waiting_.insert(call);
-      timer_.Schedule(now + std::min(Backoff(call->attempts), limit - now), [this, call] {
-        {
-          absl::MutexLock lock(&mu_);
-          if (waiting_.erase(call) == 0) return;  // the destructor finished it
-        }
-        Attempt(call);
-      });
-      return;
-    }
-  }
-  Finish(call, absl::CancelledError(
-                   absl::StrCat("MoEForward ", block_, ": RemoteMoE destroyed before a re-send")));
-}
-
-void RemoteMoE::Finish(const std::shared_ptr<Call>& call, absl::StatusOr<MoEResult> r) {
-  Callback done = std::move(call->done);
-  call->x = Tensor();
-  call->logits = Tensor();
-  call->ids = Tensor();
-  call->weights = Tensor();
-  done(std::move(r));
-  absl::MutexLock lock(&mu_);
-  --inflight_;
+  routing.return_routing = in.return_routing;
+  client_->MoEForward(block_, in.x.view(), routing, o, std::move(answer));
 }
 
 }  // namespace qlayer

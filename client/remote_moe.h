@@ -18,7 +18,7 @@
 // - checks before the wire, naming the block: dtypes, H, the routing tensors'
 //   leading dims against the hidden states', E, k, top-k ids within [0, E),
 //   ids and weights together, at most one routing source;
-// - re-sending, exactly as RemoteLinear does (the forward is pure): a call
+// - re-sending, exactly as RemoteLinear does (resending_caller.h): a call
 //   whose stream ended unanswered (UNAVAILABLE) is sent again after a
 //   jittered exponential backoff on a stream that waits for the channel, until
 //   answered, its timeout passes (DEADLINE_EXCEEDED), or retry_timeout has
@@ -34,33 +34,20 @@
 #include <functional>
 #include <future>
 #include <memory>
-#include <set>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "client/client.h"
-#include "client/deadline_timer.h"
 #include "client/moe_stream.h"
+#include "client/resending_caller.h"
 #include "qlayer/kernels/tensor.h"
 
 namespace qlayer {
 
-struct RemoteMoEOptions {
-  // Per call, re-sends included.
-  absl::Duration timeout = absl::InfiniteDuration();
-  // The stream (of this block) that carries the calls.
-  int lane = 0;
-  // How long a call that got no answer keeps being re-sent; zero: never.
-  absl::Duration retry_timeout = absl::Seconds(30);
-  // Between re-sends: doubled each time up to max_backoff, times a random
-  // factor in [0.5, 1).
-  absl::Duration initial_backoff = absl::Milliseconds(50);
-  absl::Duration max_backoff = absl::Seconds(1);
-};
+// timeout, lane, retry_timeout, initial_backoff, max_backoff
+// (resending_caller.h).
+using RemoteMoEOptions = RemoteCallOptions;
 
 class RemoteMoE {
  public:
@@ -100,30 +87,23 @@ class RemoteMoE {
   }
 
  private:
-  struct Call;
+  // The tensors of one call, flattened to [T, H] / [T, E] / [T, k]; kept for
+  // re-sends.
+  struct Inputs;
 
   RemoteMoE(Client* client, std::string block, int64_t hidden, int64_t num_experts, int top_k,
             const RemoteMoEOptions& options);
   // The routing's problem for T tokens, or OK.
   absl::Status CheckRouting(const MoERoutingInput& routing, const Shape& x_shape, int64_t T) const;
-  void Attempt(const std::shared_ptr<Call>& call);
-  void OnAnswer(const std::shared_ptr<Call>& call, absl::StatusOr<MoEResult> r);
-  void Finish(const std::shared_ptr<Call>& call, absl::StatusOr<MoEResult> r);
-  absl::Duration Backoff(int attempts);
+  void Send(const Inputs& in, const CallOptions& o, Callback answer);
 
   Client* const client_;
   const std::string block_;
   const int64_t hidden_;
   const int64_t num_experts_;
   const int top_k_;
-  const RemoteMoEOptions options_;
-
-  absl::Mutex mu_;
-  int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
-  std::set<std::shared_ptr<Call>> waiting_ ABSL_GUARDED_BY(mu_);  // backing off
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  // Last member: destroyed first, so its thread stops before mu_ goes.
-  DeadlineTimer timer_;
+  // Last member: its destructor waits for the calls, which use the above.
+  ResendingCaller<MoEResult> resender_;
 };
 
 }  // namespace qlayer

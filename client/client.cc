@@ -1,11 +1,8 @@
 #include "client/client.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/forward_stream.h"
-#include "client/grpc_status.h"
 #include "client/wire_tensor.h"
 
 namespace qlayer {
@@ -32,19 +29,13 @@ Client::Client(std::string address, const ClientOptions& options,
     : address_(std::move(address)),
       options_(options),
       channel_(std::move(channel)),
-      stub_(v1::LayerService::NewStub(channel_)) {}
+      stub_(v1::LayerService::NewStub(channel_)),
+      streams_(stub_.get(), &timer_, options.wait_for_ready, address_, &streams_opened_),
+      moe_streams_(stub_.get(), &timer_, options.wait_for_ready, address_) {}
 
 Client::~Client() {
-  std::vector<std::shared_ptr<ForwardStream>> streams;
-  {
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    for (auto& [key, stream] : streams_) streams.push_back(std::move(stream));
-    streams_.clear();
-    for (auto& stream : retired_) streams.push_back(std::move(stream));
-    retired_.clear();
-  }
-  for (auto& s : streams) s->Shutdown();
+  streams_.Shutdown();
+  moe_streams_.Shutdown();
 }
 
 absl::Status Client::WaitForReady(absl::Duration timeout) {
@@ -88,23 +79,6 @@ absl::StatusOr<v1::LayerInfo> Client::DescribeLayer(absl::string_view name) {
   return response;
 }
 
-std::shared_ptr<ForwardStream> Client::StreamFor(const std::string& layer, int lane,
-                                                 bool wait_for_ready) {
-  absl::MutexLock lock(&mu_);
-  if (closing_) return nullptr;
-  const bool wait = options_.wait_for_ready || wait_for_ready;
-  std::shared_ptr<ForwardStream>& slot = streams_[{layer, lane, wait}];
-  if (slot == nullptr || slot->ended()) {
-    if (slot != nullptr) {
-      std::erase_if(retired_, [](const auto& s) { return s->finished(); });
-      retired_.push_back(std::move(slot));
-    }
-    slot = ForwardStream::Open(stub_.get(), &timer_, wait);
-    streams_opened_.fetch_add(1);
-  }
-  return slot;
-}
-
 std::future<absl::StatusOr<ForwardResult>> Client::Forward(absl::string_view layer,
                                                            const ConstTensorView& x,
                                                            const CallOptions& options) {
@@ -133,19 +107,8 @@ void Client::Forward(absl::string_view layer, const ConstTensorView& x, const Ca
     done(absl::InvalidArgumentError(absl::StrCat("Forward ", layer, ": ", s.message())));
     return;
   }
-  const std::string name(layer);
-  // StreamFor replaces a stream that has ended; one that ends between that
-  // and Send refuses the call, and the retry opens a fresh one.
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    std::shared_ptr<ForwardStream> stream = StreamFor(name, options.lane, options.wait_for_ready);
-    if (stream == nullptr) {
-      done(absl::CancelledError(absl::StrCat("Forward ", layer, ": the client is closing")));
-      return;
-    }
-    if (stream->Send(&request, start, deadline, &done)) return;
-  }
-  done(absl::UnavailableError(
-      absl::StrCat("Forward ", layer, ": could not open a stream to ", address_)));
+  streams_.Send(std::string(layer), options.lane, options.wait_for_ready, &request, start, deadline,
+                std::move(done));
 }
 
 }  // namespace qlayer

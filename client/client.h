@@ -26,19 +26,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <future>
-#include <map>
 #include <memory>
 #include <string>
-#include <tuple>
-#include <utility>
-#include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/call_stream.h"
 #include "client/channel_security.h"
 #include "client/deadline_timer.h"
 #include "client/forward_result.h"
@@ -48,9 +44,6 @@
 #include "qlayer/v1/layer_service.grpc.pb.h"
 
 namespace qlayer {
-
-class ForwardStream;
-class MoECallStreams;
 
 struct ClientOptions {
   // Largest message either way; the server has its own receive limit.
@@ -136,9 +129,6 @@ class Client {
 
  private:
   Client(std::string address, const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);
-  // The open stream of (layer, lane), opening one if there is none or the
-  // last one ended; nullptr once the client is being destroyed.
-  std::shared_ptr<ForwardStream> StreamFor(const std::string& layer, int lane, bool wait_for_ready);
 
   const std::string address_;
   const ClientOptions options_;
@@ -148,21 +138,12 @@ class Client {
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<int64_t> streams_opened_{0};
 
-  absl::Mutex mu_;
-  // Keyed by (layer, lane, waits for the channel): a fail-fast call never
-  // joins a stream that is waiting for the channel, where it would wait too.
-  std::map<std::tuple<std::string, int, bool>, std::shared_ptr<ForwardStream>> streams_
-      ABSL_GUARDED_BY(mu_);
-  // Set by ~Client: a callback that calls Forward during destruction gets
-  // CANCELLED instead of a stream nobody would shut down.
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  // Replaced streams whose OnDone may not have run yet: ~Client waits for
-  // them too, so that no callback runs after it returns.
-  std::vector<std::shared_ptr<ForwardStream>> retired_ ABSL_GUARDED_BY(mu_);
-  // MoEForward's streams, made on first use (client_moe.cc). Last member:
-  // destroyed first after ~Client's body, while timer_ and stub_ live; a
-  // shared_ptr so that this header needs no complete type.
-  std::shared_ptr<MoECallStreams> moe_streams_ ABSL_GUARDED_BY(mu_);
+  // Forward's and MoEForward's streams, keyed by (layer, lane, waits for
+  // the channel): a fail-fast call never joins a stream that is waiting for
+  // the channel, where it would wait too. Last members: destroyed first,
+  // while timer_ and stub_ live (~Client shuts them down).
+  CallStreams<ForwardRpc> streams_;
+  CallStreams<MoEForwardRpc> moe_streams_;
 };
 
 }  // namespace qlayer

@@ -1,5 +1,5 @@
 // Client::MoEForward: the MoE twin of Client::Forward (client.cc), on the
-// MoEForward streams of moe_call_stream.h.
+// MoEForward streams (call_stream.h).
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
-#include "client/moe_call_stream.h"
 #include "client/wire_tensor.h"
 
 namespace qlayer {
@@ -59,35 +58,8 @@ void Client::MoEForward(absl::string_view block, const ConstTensorView& hidden_s
     return;
   }
 
-  std::shared_ptr<MoECallStreams> streams;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!closing_) {
-      if (moe_streams_ == nullptr) {
-        moe_streams_ =
-            std::make_shared<MoECallStreams>(stub_.get(), &timer_, options_.wait_for_ready);
-      }
-      streams = moe_streams_;
-    }
-  }
-  const std::string name(block);
-  // A stream that ends between StreamFor and Send refuses the call; the
-  // next try opens a fresh one.
-  for (int attempt = 0; streams != nullptr && attempt < 3; ++attempt) {
-    std::shared_ptr<MoECallStream> stream =
-        streams->StreamFor(name, options.lane, options.wait_for_ready);
-    if (stream == nullptr) {
-      streams = nullptr;
-      break;
-    }
-    if (stream->Send(&request, start, deadline, &done)) return;
-  }
-  if (streams == nullptr) {
-    done(absl::CancelledError(absl::StrCat("MoEForward ", block, ": the client is closing")));
-    return;
-  }
-  done(absl::UnavailableError(
-      absl::StrCat("MoEForward ", block, ": could not open a stream to ", address_)));
+  moe_streams_.Send(std::string(block), options.lane, options.wait_for_ready, &request, start,
+                    deadline, std::move(done));
 }
 
 }  // namespace qlayer

@@ -1,0 +1,214 @@
+#include "client/call_stream.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/grpc_status.h"
+
+namespace qlayer {
+
+template <typename Rpc>
+std::shared_ptr<CallStream<Rpc>> CallStream<Rpc>::Open(v1::LayerService::Stub* stub,
+                                                       DeadlineTimer* timer, bool wait_for_ready) {
+  std::shared_ptr<CallStream> s(new CallStream());
+  s->timer_ = timer;
+  s->self_ = s;
+  s->context_.set_wait_for_ready(wait_for_ready);
+  Rpc::Open(stub, &s->context_, s.get());
+  s->StartRead(&s->response_);
+  s->StartCall();
+  return s;
+}
+
+template <typename Rpc>
+bool CallStream<Rpc>::Send(Request* request, absl::Time start, absl::Time deadline,
+                           Callback* done) {
+  const uint64_t id = request->request_id();
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return false;
+    pending_.emplace(id, Pending{std::move(*done), start});
+    outbox_.push_back(std::move(*request));
+    MaybeStartWriteLocked();
+  }
+  if (deadline != absl::InfiniteFuture()) {
+    // weak: a timer entry must not keep a finished stream alive.
+    timer_->Schedule(deadline, [weak = this->weak_from_this(), id] {
+      if (auto s = weak.lock()) s->Expire(id);
+    });
+  }
+  return true;
+}
+
+template <typename Rpc>
+bool CallStream<Rpc>::ended() const {
+  absl::MutexLock lock(&mu_);
+  return ended_;
+}
+
+template <typename Rpc>
+bool CallStream<Rpc>::finished() const {
+  absl::MutexLock lock(&mu_);
+  return done_;
+}
+
+template <typename Rpc>
+size_t CallStream<Rpc>::pending() const {
+  absl::MutexLock lock(&mu_);
+  return pending_.size();
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::Shutdown() {
+  context_.TryCancel();
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&done_));
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::MaybeStartWriteLocked() {
+  if (write_in_flight_ || ended_ || outbox_.empty()) return;
+  writing_ = std::move(outbox_.front());
+  outbox_.pop_front();
+  write_in_flight_ = true;
+  this->StartWrite(&writing_);  // never runs OnWriteDone inline (can_inline=false)
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  write_in_flight_ = false;
+  if (!ok) {
+    // The stream is broken; the unwritten calls end in OnDone with its status.
+    ended_ = true;
+    return;
+  }
+  MaybeStartWriteLocked();
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::OnReadDone(bool ok) {
+  if (!ok) {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;  // OnDone follows once the write in flight (if any) is done
+    return;
+  }
+  Response response = std::move(response_);
+  this->StartRead(&response_);
+  Pending call;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(response.request_id());
+    if (it == pending_.end()) return;  // expired, or not ours: nobody waits for it
+    call = std::move(it->second);
+    pending_.erase(it);
+  }
+  call.done(Rpc::Decode(response, call.sent));
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::Expire(uint64_t request_id) {
+  Pending call;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) return;  // answered in time
+    call = std::move(it->second);
+    pending_.erase(it);
+    // Not written yet: never send it.
+    for (auto q = outbox_.begin(); q != outbox_.end(); ++q) {
+      if (q->request_id() == request_id) {
+        outbox_.erase(q);
+        break;
+      }
+    }
+  }
+  call.done(absl::DeadlineExceededError(
+      absl::StrCat(Rpc::kName, " request ", request_id, ": no answer after ",
+                   absl::FormatDuration(absl::Now() - call.sent))));
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::OnDone(const grpc::Status& status) {
+  absl::flat_hash_map<uint64_t, Pending> orphans;
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+    orphans.swap(pending_);
+    outbox_.clear();
+  }
+  absl::Status why = FromGrpcStatus(status);
+  if (why.ok()) {
+    why = absl::UnavailableError(absl::StrCat(Rpc::kName, " stream closed by the server with ",
+                                              orphans.size(), " answers owed"));
+  } else {
+    why = absl::Status(why.code(), absl::StrCat(Rpc::kName, " stream ended: ", why.message()));
+  }
+  for (auto& [id, call] : orphans) call.done(why);
+  // Only now: Shutdown() promises no callbacks after it returns.
+  std::shared_ptr<CallStream> keep = std::move(self_);
+  absl::MutexLock lock(&mu_);
+  done_ = true;
+}
+
+template <typename Rpc>
+CallStreams<Rpc>::~CallStreams() {
+  Shutdown();
+}
+
+template <typename Rpc>
+void CallStreams<Rpc>::Shutdown() {
+  std::vector<std::shared_ptr<CallStream<Rpc>>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    for (auto& [key, stream] : streams_) streams.push_back(std::move(stream));
+    streams_.clear();
+    for (auto& stream : retired_) streams.push_back(std::move(stream));
+    retired_.clear();
+  }
+  for (auto& s : streams) s->Shutdown();
+}
+
+template <typename Rpc>
+std::shared_ptr<CallStream<Rpc>> CallStreams<Rpc>::StreamFor(const std::string& name, int lane,
+                                                             bool wait_for_ready) {
+  absl::MutexLock lock(&mu_);
+  if (closing_) return nullptr;
+  const bool wait = wait_for_ready_ || wait_for_ready;
+  std::shared_ptr<CallStream<Rpc>>& slot = streams_[{name, lane, wait}];
+  if (slot == nullptr || slot->ended()) {
+    if (slot != nullptr) {
+      std::erase_if(retired_, [](const auto& s) { return s->finished(); });
+      retired_.push_back(std::move(slot));
+    }
+    slot = CallStream<Rpc>::Open(stub_, timer_, wait);
+    if (opened_ != nullptr) opened_->fetch_add(1);
+  }
+  return slot;
+}
+
+template <typename Rpc>
+void CallStreams<Rpc>::Send(const std::string& name, int lane, bool wait_for_ready,
+                            Request* request, absl::Time start, absl::Time deadline,
+                            Callback done) {
+  // StreamFor replaces a stream that has ended; one that ends between that
+  // and Send refuses the call, and the next try opens a fresh one.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::shared_ptr<CallStream<Rpc>> stream = StreamFor(name, lane, wait_for_ready);
+    if (stream == nullptr) {
+      done(absl::CancelledError(absl::StrCat(Rpc::kName, " ", name, ": the client is closing")));
+      return;
+    }
+    if (stream->Send(request, start, deadline, &done)) return;
+  }
+  done(absl::UnavailableError(
+      absl::StrCat(Rpc::kName, " ", name, ": could not open a stream to ", address_)));
+}
+
+template class CallStream<ForwardRpc>;
+template class CallStream<MoEForwardRpc>;
+template class CallStreams<ForwardRpc>;
+template class CallStreams<MoEForwardRpc>;
+
+}  // namespace qlayer

@@ -1,23 +1,17 @@
 #include "server/service/moe_forward_reactor.h"
 
-#include <algorithm>
-#include <chrono>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/scheduler/moe_runner.h"
 #include "server/wire/moe_codec.h"
-#include "server/wire/status_codec.h"
 #include "server/wire/tensor_codec.h"
 
 namespace qlayer {
 namespace {
-
-absl::Time ToAbslDeadline(std::chrono::system_clock::time_point tp) {
-  if (tp == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(tp);
-}
 
 // A validated request parked in a batch queue: owns the bytes the queued
 // views point into (the request's `data`, or decoded `values`) and its route.
@@ -92,51 +86,20 @@ absl::Status DecodeRoute(const v1::MoEForwardRequest& request, const LoadedMoE& 
 
 MoEForwardReactor::MoEForwardReactor(const ServedModel* served,
                                      grpc::CallbackServerContext* context)
-    : PipelinedReactor(&served->streams(), served->options().max_inflight_per_stream),
-      served_(served),
-      stream_deadline_(ToAbslDeadline(context->deadline())) {
+    : BatchedReactor(served, context, /*moe=*/true) {
   Start();
-}
-
-void MoEForwardReactor::Reject(uint64_t request_id, const absl::Status& status, absl::Time arrival,
-                               RequestMetrics& metrics) {
-  v1::MoEForwardResponse response;
-  response.set_request_id(request_id);
-  ToRpcStatus(status, response.mutable_error());
-  const absl::Duration total = absl::Now() - arrival;
-  response.mutable_timing()->set_total_us(absl::ToInt64Microseconds(total));
-  metrics.Record(status.code(), absl::ToDoubleSeconds(total));
-  Answer(std::move(response));
 }
 
 void MoEForwardReactor::HandleRequest(std::unique_ptr<v1::MoEForwardRequest> request) {
   const absl::Time arrival = absl::Now();
   const uint64_t id = request->request_id();
-  const ServedLayer* served = served_->Find(request->layer());
-  if (served == nullptr) {
-    Reject(id,
-           absl::NotFoundError(
-               absl::StrCat("layer '", request->layer(), "' is not hosted by this server (",
-                            served_->model().num_layers(), " layers are; ListLayers names them)")),
-           arrival, served_->metrics().unknown_layer_moe_forward());
-    return;
-  }
-  RequestMetrics& metrics = served->metrics->moe_forward();
-  if (served->moe == nullptr) {
-    Reject(id,
-           absl::InvalidArgumentError(
-               absl::StrCat("layer '", request->layer(),
-                            "' is a linear layer; MoEForward serves MoE blocks (use Forward)")),
-           arrival, metrics);
-    return;
-  }
-  if (draining()) {
-    Reject(id, absl::UnavailableError("qlayer-server is shutting down"), arrival, metrics);
-    return;
-  }
+  const ServedLayer* served = Admit(*request, arrival);
+  if (served == nullptr) return;
+  RequestMetrics& metrics = MetricsOf(*served);
   const LoadedMoE& moe = *served->moe;
-  absl::StatusOr<DecodedInput> hidden = DecodeLinearInput(
-      request->hidden_states(), moe.hidden(), served_->options().max_rows_per_request, moe.name());
+  absl::StatusOr<DecodedInput> hidden =
+      DecodeLinearInput(request->hidden_states(), moe.hidden(),
+                        served_model().options().max_rows_per_request, moe.name());
   if (!hidden.ok()) {
     Reject(id, hidden.status(), arrival, metrics);
     return;
@@ -154,16 +117,10 @@ void MoEForwardReactor::HandleRequest(std::unique_ptr<v1::MoEForwardRequest> req
 
   BatchItem item;
   item.input = hidden->view;
-  item.arrival = arrival;
-  item.deadline = stream_deadline_;
-  if (request->timeout_us() > 0) {
-    item.deadline = std::min(item.deadline, arrival + absl::Microseconds(request->timeout_us()));
-  }
-  item.cancelled = cancelled_flag();
+  Stamp(*request, arrival, item);
   item.moe = &held->route;
   item.done = [this, id, encoding, used_values, return_routing, arrival, &metrics](BatchResult r) {
     v1::MoEForwardResponse response;
-    response.set_request_id(id);
     if (r.status.ok()) {
       EncodeTensor(r.output, encoding, used_values, response.mutable_output());
       for (const std::string& k : r.kernels) response.add_kernels(k);
@@ -171,34 +128,13 @@ void MoEForwardReactor::HandleRequest(std::unique_ptr<v1::MoEForwardRequest> req
         EncodeRouting(r.routing, encoding, used_values, response.mutable_topk_ids(),
                       response.mutable_topk_weights());
       }
-    } else {
-      ToRpcStatus(r.status, response.mutable_error());
     }
-    r.owner.reset();
-    response.set_batch_rows(r.batch_rows);
-    v1::Timing* t = response.mutable_timing();
-    t->set_queue_us(r.queue_us);
-    t->set_compute_us(r.compute_us);
-    const absl::Duration total = absl::Now() - arrival;
-    t->set_total_us(absl::ToInt64Microseconds(total));
-    metrics.Record(r.status.code(), absl::ToDoubleSeconds(total));
-    CompletePending(std::move(response), r.status.code() != absl::StatusCode::kCancelled);
+    AnswerBatched(id, std::move(response), std::move(r), arrival, metrics);
   };
   held->request = std::move(request);
   held->hidden = std::move(hidden->owned);
   item.keepalive = std::move(held);
-
-  BeginPending();
-  absl::Status accepted = served->queue->Submit(std::move(item));
-  if (!accepted.ok()) {
-    v1::MoEForwardResponse response;
-    response.set_request_id(id);
-    ToRpcStatus(accepted, response.mutable_error());
-    const absl::Duration total = absl::Now() - arrival;
-    response.mutable_timing()->set_total_us(absl::ToInt64Microseconds(total));
-    metrics.Record(accepted.code(), absl::ToDoubleSeconds(total));
-    CompletePending(std::move(response));
-  }
+  Submit(*served, std::move(item), id, arrival, metrics);
 }
 
 }  // namespace qlayer

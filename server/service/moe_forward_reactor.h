@@ -13,26 +13,20 @@
 
 #include <memory>
 
-#include "absl/time/time.h"
 #include "grpcpp/server_context.h"
 #include "qlayer/v1/layer_service.pb.h"
-#include "server/service/pipelined_reactor.h"
+#include "server/service/batched_reactor.h"
 #include "server/service/served_model.h"
 
 namespace qlayer {
 
 class MoEForwardReactor final
-    : public PipelinedReactor<v1::MoEForwardRequest, v1::MoEForwardResponse> {
+    : public BatchedReactor<v1::MoEForwardRequest, v1::MoEForwardResponse> {
  public:
   MoEForwardReactor(const ServedModel* served, grpc::CallbackServerContext* context);
 
  private:
   void HandleRequest(std::unique_ptr<v1::MoEForwardRequest> request) override;
-  void Reject(uint64_t request_id, const absl::Status& status, absl::Time arrival,
-              RequestMetrics& metrics);
-
-  const ServedModel* const served_;
-  const absl::Time stream_deadline_;
 };
 
 }  // namespace qlayer

@@ -31,6 +31,11 @@ struct ForwardCommand {
 };
 // Sends the input, writes the answer, prints the kernel and the timings.
 absl::Status RunForward(Client& client, const ForwardCommand& cmd, std::ostream& out);
+// The last lines forward and moe print: the server's and the client's
+// timings of the answer, and the file it went to (`note`: how it was
+// written, from WriteAnswerFile).
+void PrintAnswerTimings(int64_t queue_us, int64_t compute_us, int64_t total_us, int64_t latency_us,
+                        const std::string& output, const std::string& note, std::ostream& out);
 
 struct VerifyCommand {
   std::string layer;

@@ -12,37 +12,26 @@ absl::Status RunForward(Client& client, const ForwardCommand& cmd, std::ostream&
   if (cmd.input.empty() || cmd.output.empty()) {
     return absl::InvalidArgumentError("forward needs --input and --output");
   }
-  QLAYER_ASSIGN_OR_RETURN(Tensor x, ReadTensorFile(cmd.input, cmd.input_name));
-  DType wire = x.dtype() == DType::kF64 ? DType::kF32 : x.dtype();
-  if (!cmd.dtype.empty()) {
-    QLAYER_ASSIGN_OR_RETURN(wire, ParseActivationDType(cmd.dtype));
-  }
-  if (x.dtype() != wire) {
-    QLAYER_ASSIGN_OR_RETURN(x, ConvertFloat(x.view(), wire));
-  }
+  QLAYER_ASSIGN_OR_RETURN(const Tensor x, ReadActivationFile(cmd.input, cmd.input_name, cmd.dtype));
   // Connect first, so that the latency printed is the request's alone.
   QLAYER_RETURN_IF_ERROR(client.WaitForReady(cmd.timeout));
   CallOptions options;
   options.timeout = cmd.timeout;
   QLAYER_ASSIGN_OR_RETURN(ForwardResult r, client.Forward(cmd.layer, x.view(), options).get());
-  const DType answer_dtype = r.output.dtype();
-  Tensor y = std::move(r.output);
-  std::string note;
-  if (IsNpyPath(cmd.output) && y.dtype() == DType::kBF16) {
-    // numpy has no bfloat16; every bf16 value is exactly an f32.
-    QLAYER_ASSIGN_OR_RETURN(y, ConvertFloat(y.view(), DType::kF32));
-    note = " (bf16 answer widened to f32: .npy has no bf16)";
-  }
-  QLAYER_RETURN_IF_ERROR(WriteTensorFile(cmd.output, y.view()));
+  QLAYER_ASSIGN_OR_RETURN(const std::string note, WriteAnswerFile(cmd.output, r.output.view()));
   out << cmd.layer << ": " << DTypeName(x.dtype()) << ShapeToString(x.shape()) << " -> "
-      << DTypeName(answer_dtype) << ShapeToString(y.shape()) << "\n"
-      << "  kernel        " << r.kernel << " (batch of " << r.batch_rows << " rows)\n"
-      << "  server        queue " << r.queue_us << " us, compute " << r.compute_us << " us, total "
-      << r.total_us << " us\n"
-      << "  client        " << r.latency_us << " us (transport " << r.latency_us - r.total_us
-      << " us)\n"
-      << "  wrote         " << cmd.output << note << "\n";
+      << DTypeName(r.output.dtype()) << ShapeToString(r.output.shape()) << "\n"
+      << "  kernel        " << r.kernel << " (batch of " << r.batch_rows << " rows)\n";
+  PrintAnswerTimings(r.queue_us, r.compute_us, r.total_us, r.latency_us, cmd.output, note, out);
   return absl::OkStatus();
+}
+
+void PrintAnswerTimings(int64_t queue_us, int64_t compute_us, int64_t total_us, int64_t latency_us,
+                        const std::string& output, const std::string& note, std::ostream& out) {
+  out << "  server        queue " << queue_us << " us, compute " << compute_us << " us, total "
+      << total_us << " us\n"
+      << "  client        " << latency_us << " us (transport " << latency_us - total_us << " us)\n"
+      << "  wrote         " << output << note << "\n";
 }
 
 }  // namespace qlayer

@@ -23,14 +23,7 @@ absl::Status RunMoE(Client& client, const MoECommand& cmd, std::ostream& out) {
     return absl::InvalidArgumentError(
         "give --router-logits or --topk-ids/--topk-weights, not both");
   }
-  QLAYER_ASSIGN_OR_RETURN(Tensor x, ReadTensorFile(cmd.input));
-  DType wire = x.dtype() == DType::kF64 ? DType::kF32 : x.dtype();
-  if (!cmd.dtype.empty()) {
-    QLAYER_ASSIGN_OR_RETURN(wire, ParseActivationDType(cmd.dtype));
-  }
-  if (x.dtype() != wire) {
-    QLAYER_ASSIGN_OR_RETURN(x, ConvertFloat(x.view(), wire));
-  }
+  QLAYER_ASSIGN_OR_RETURN(const Tensor x, ReadActivationFile(cmd.input, "", cmd.dtype));
   Tensor logits, ids, weights;
   MoERoutingInput routing;
   routing.return_routing = true;
@@ -60,14 +53,7 @@ absl::Status RunMoE(Client& client, const MoECommand& cmd, std::ostream& out) {
   QLAYER_ASSIGN_OR_RETURN(MoEResult r, stream->Read());
   QLAYER_RETURN_IF_ERROR(stream->Close());
   QLAYER_RETURN_IF_ERROR(r.status);
-  const DType answer_dtype = r.output.dtype();
-  Tensor y = std::move(r.output);
-  std::string note;
-  if (IsNpyPath(cmd.output) && y.dtype() == DType::kBF16) {
-    QLAYER_ASSIGN_OR_RETURN(y, ConvertFloat(y.view(), DType::kF32));
-    note = " (bf16 answer widened to f32: .npy has no bf16)";
-  }
-  QLAYER_RETURN_IF_ERROR(WriteTensorFile(cmd.output, y.view()));
+  QLAYER_ASSIGN_OR_RETURN(const std::string note, WriteAnswerFile(cmd.output, r.output.view()));
   if (!cmd.topk_ids_out.empty()) {
     QLAYER_RETURN_IF_ERROR(WriteTensorFile(cmd.topk_ids_out, r.topk_ids.view(), "topk_ids"));
   }
@@ -83,16 +69,12 @@ absl::Status RunMoE(Client& client, const MoECommand& cmd, std::ostream& out) {
   std::vector<std::string> counts;
   for (const auto& [e, n] : per_expert) counts.push_back(absl::StrCat(e, ":", n));
   out << cmd.layer << ": " << DTypeName(x.dtype()) << ShapeToString(x.shape()) << " -> "
-      << DTypeName(answer_dtype) << ShapeToString(y.shape()) << " (" << mode << ")\n"
+      << DTypeName(r.output.dtype()) << ShapeToString(r.output.shape()) << " (" << mode << ")\n"
       << "  kernels       " << absl::StrJoin(r.kernels, ", ") << " (batch of " << r.batch_rows
       << " rows)\n"
       << "  experts       " << per_expert.size() << " used, tokens " << absl::StrJoin(counts, " ")
-      << "\n"
-      << "  server        queue " << r.queue_us << " us, compute " << r.compute_us << " us, total "
-      << r.total_us << " us\n"
-      << "  client        " << r.latency_us << " us (transport " << r.latency_us - r.total_us
-      << " us)\n"
-      << "  wrote         " << cmd.output << note << "\n";
+      << "\n";
+  PrintAnswerTimings(r.queue_us, r.compute_us, r.total_us, r.latency_us, cmd.output, note, out);
   return absl::OkStatus();
 }
 

@@ -54,6 +54,29 @@ absl::Status WriteTensorFile(const std::string& path, const ConstTensorView& t,
   return WriteSafetensors(path, tensors, {{"format", "pt"}});
 }
 
+absl::StatusOr<Tensor> ReadActivationFile(const std::string& path, absl::string_view name,
+                                          absl::string_view dtype) {
+  QLAYER_ASSIGN_OR_RETURN(Tensor x, ReadTensorFile(path, name));
+  DType wire = x.dtype() == DType::kF64 ? DType::kF32 : x.dtype();
+  if (!dtype.empty()) {
+    QLAYER_ASSIGN_OR_RETURN(wire, ParseActivationDType(dtype));
+  }
+  if (x.dtype() != wire) {
+    QLAYER_ASSIGN_OR_RETURN(x, ConvertFloat(x.view(), wire));
+  }
+  return x;
+}
+
+absl::StatusOr<std::string> WriteAnswerFile(const std::string& path, const ConstTensorView& y) {
+  if (IsNpyPath(path) && y.dtype == DType::kBF16) {
+    QLAYER_ASSIGN_OR_RETURN(const Tensor wide, ConvertFloat(y, DType::kF32));
+    QLAYER_RETURN_IF_ERROR(WriteTensorFile(path, wide.view()));
+    return std::string(" (bf16 answer widened to f32: .npy has no bf16)");
+  }
+  QLAYER_RETURN_IF_ERROR(WriteTensorFile(path, y));
+  return std::string();
+}
+
 absl::StatusOr<Tensor> ConvertFloat(const ConstTensorView& t, DType to) {
   if (!(IsFloatActivation(t.dtype) || t.dtype == DType::kF64) ||
       !(IsFloatActivation(to) || to == DType::kF64)) {

@@ -17,9 +17,18 @@ namespace qlayer {
 
 // `name` picks a tensor in a .safetensors file; empty picks the only one.
 absl::StatusOr<Tensor> ReadTensorFile(const std::string& path, absl::string_view name = "");
-// bf16 into .npy is refused here; callers widen first (see WidenForNpy).
+// bf16 into .npy is refused here; callers widen first (see WriteAnswerFile).
 absl::Status WriteTensorFile(const std::string& path, const ConstTensorView& t,
                              absl::string_view name = "output");
+
+// Activations to send, from a file: converted to `dtype` ("f16", "bf16",
+// "f32"), or when that is empty kept in the file's dtype, f64 sent as f32.
+absl::StatusOr<Tensor> ReadActivationFile(const std::string& path, absl::string_view name,
+                                          absl::string_view dtype);
+// Writes an answer; a bf16 one into .npy is widened to f32 first (numpy has
+// no bf16; every bf16 value is exactly an f32). Returns a note saying so for
+// the printout, else "".
+absl::StatusOr<std::string> WriteAnswerFile(const std::string& path, const ConstTensorView& y);
 
 bool IsNpyPath(absl::string_view path);
 

@@ -25,9 +25,7 @@ namespace qlayer {
 namespace {
 
 using cli_testing::BuildProgram;
-using cli_testing::MakeTempDir;
 using cli_testing::ProgramResult;
-using cli_testing::RemoveTree;
 using cli_testing::RunProgram;
 using cli_testing::ServerProcess;
 
@@ -61,25 +59,24 @@ std::string CaseName(const ::testing::TestParamInfo<FormatCase>& info) {
   return name;
 }
 
-bool HavePrograms() {
-  return !BuildProgram("server/qlayer-server").empty() &&
-         !BuildProgram("server/qlayer-quantize").empty() &&
-         !BuildProgram("client/qlayer-cli").empty();
+// qlayer-quantize's flags for a two-layer checkpoint in `c`'s format.
+std::vector<std::string> QuantizeArgs(const FormatCase& c) {
+  std::vector<std::string> args = {
+      absl::StrCat("--format=", c.format), absl::StrCat("--bits=", c.bits),
+      absl::StrCat("--group_size=", c.group_size),
+      absl::StrCat("--shape=", kQProj, "=96x256,", kDownProj, "=64x128")};
+  if (c.sym) args.push_back("--sym");
+  if (c.act_order) args.push_back("--act_order");
+  if (c.bias) args.push_back("--bias");
+  return args;
 }
 
-// Writes a two-layer checkpoint in `c`'s format into `dir`.
+// Writes that checkpoint into `dir` (the fixtures' own come from Serve).
 ProgramResult Quantize(const FormatCase& c, const std::string& dir, uint64_t seed) {
-  std::vector<std::string> argv = {
-      BuildProgram("server/qlayer-quantize"),
-      absl::StrCat("--format=", c.format),
-      absl::StrCat("--bits=", c.bits),
-      absl::StrCat("--group_size=", c.group_size),
-      absl::StrCat("--seed=", seed),
-      absl::StrCat("--shape=", kQProj, "=96x256,", kDownProj, "=64x128"),
-      "--out=" + dir};
-  if (c.sym) argv.push_back("--sym");
-  if (c.act_order) argv.push_back("--act_order");
-  if (c.bias) argv.push_back("--bias");
+  std::vector<std::string> argv = QuantizeArgs(c);
+  argv.insert(argv.begin(), BuildProgram("server/qlayer-quantize"));
+  argv.push_back(absl::StrCat("--seed=", seed));
+  argv.push_back("--out=" + dir);
   return RunProgram(argv);
 }
 
@@ -89,26 +86,12 @@ ProgramResult Cli(const std::string& server, std::vector<std::string> args) {
   return RunProgram(argv, absl::Seconds(60));
 }
 
-class CliFormatTest : public ::testing::TestWithParam<FormatCase> {
+class CliFormatTest
+    : public cli_testing::ServedCheckpointTest<::testing::TestWithParam<FormatCase>> {
  protected:
   void SetUp() override {
-    if (!HavePrograms()) GTEST_SKIP() << "qlayer-server / qlayer-quantize / qlayer-cli not built";
-    seed_ = cli_testing::TestSeed();
-    std::cout << "QLAYER_TEST_SEED=" << seed_ << "\n";
-    dir_ = MakeTempDir("qlayer_cli_e2e_");
-    const ProgramResult q = Quantize(GetParam(), dir_ + "/model", seed_);
-    ASSERT_EQ(q.exit_code, 0) << q.output;
-    auto server = ServerProcess::Start(dir_ + "/model");
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    Serve("qlayer_cli_e2e_", QuantizeArgs(GetParam()), {"client/qlayer-cli"});
   }
-  void TearDown() override {
-    server_.reset();
-    RemoveTree(dir_);
-  }
-  uint64_t seed_ = 0;
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
 };
 
 // One server start per format (the costly part): verify in each dtype (and
@@ -163,26 +146,12 @@ INSTANTIATE_TEST_SUITE_P(
     CaseName);
 
 // One server on a GPTQ checkpoint for the remaining tests.
-class CliServerTest : public ::testing::Test {
+class CliServerTest : public cli_testing::ServedCheckpointTest<> {
  protected:
   void SetUp() override {
-    if (!HavePrograms()) GTEST_SKIP() << "qlayer-server / qlayer-quantize / qlayer-cli not built";
-    seed_ = cli_testing::TestSeed();
-    std::cout << "QLAYER_TEST_SEED=" << seed_ << "\n";
-    dir_ = MakeTempDir("qlayer_cli_srv_");
-    const ProgramResult q = Quantize({"gptq", 4, 64, true, false, false}, dir_ + "/model", seed_);
-    ASSERT_EQ(q.exit_code, 0) << q.output;
-    auto server = ServerProcess::Start(dir_ + "/model");
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    Serve("qlayer_cli_srv_", QuantizeArgs({"gptq", 4, 64, true, false, false}),
+          {"client/qlayer-cli"});
   }
-  void TearDown() override {
-    server_.reset();
-    RemoveTree(dir_);
-  }
-  uint64_t seed_ = 0;
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
 };
 
 TEST_F(CliServerTest, ListAndDescribeNameTheLayersAndKernels) {

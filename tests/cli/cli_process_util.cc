@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -166,5 +167,24 @@ void ServerProcess::Stop(int sig) {
 ServerProcess::~ServerProcess() { Stop(SIGKILL); }
 
 std::string ServerProcess::Log() const { return ReadWhole(log_path_); }
+
+absl::StatusOr<absl::Time> RestartServerDuring(std::unique_ptr<ServerProcess>& server,
+                                               const std::string& model_dir,
+                                               const std::function<void()>& during) {
+  const std::string address = server->address();
+  server->Stop(SIGKILL);
+  absl::StatusOr<std::unique_ptr<ServerProcess>> again = absl::UnknownError("not started");
+  absl::Time listening;
+  std::thread restart([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    again = ServerProcess::Start(model_dir, address);
+    listening = absl::Now();
+  });
+  during();
+  restart.join();
+  if (!again.ok()) return again.status();
+  server = *std::move(again);
+  return listening;
+}
 
 }  // namespace qlayer::cli_testing

@@ -23,35 +23,16 @@
 namespace qlayer {
 namespace {
 
-using cli_testing::BuildProgram;
-using cli_testing::MakeTempDir;
-using cli_testing::ProgramResult;
-using cli_testing::RemoveTree;
-using cli_testing::RunProgram;
-using cli_testing::ServerProcess;
-
 constexpr char kQProj[] = "model.layers.0.self_attn.q_proj";
 constexpr char kUpProj[] = "model.layers.0.mlp.up_proj";
 
-class RemoteLinearTest : public ::testing::Test {
+class RemoteLinearTest : public cli_testing::ServedCheckpointTest<> {
  protected:
   void SetUp() override {
-    if (BuildProgram("server/qlayer-server").empty() ||
-        BuildProgram("server/qlayer-quantize").empty()) {
-      GTEST_SKIP() << "qlayer-server / qlayer-quantize not built";
-    }
-    seed_ = cli_testing::TestSeed();
-    std::cout << "QLAYER_TEST_SEED=" << seed_ << "\n";
-    dir_ = MakeTempDir("qlayer_remote_linear_");
-    const ProgramResult q =
-        RunProgram({BuildProgram("server/qlayer-quantize"), "--format=gptq", "--bits=4",
-                    "--group_size=32", "--bias", absl::StrCat("--seed=", seed_),
-                    absl::StrCat("--shape=", kQProj, "=96x256,", kUpProj, "=160x256"),
-                    "--out=" + dir_ + "/model"});
-    ASSERT_EQ(q.exit_code, 0) << q.output;
-    auto server = ServerProcess::Start(dir_ + "/model");
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    Serve("qlayer_remote_linear_",
+          {"--format=gptq", "--bits=4", "--group_size=32", "--bias",
+           absl::StrCat("--shape=", kQProj, "=96x256,", kUpProj, "=160x256")});
+    if (HasFatalFailure() || IsSkipped()) return;
     auto client = Client::Connect(server_->address());
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
@@ -61,8 +42,7 @@ class RemoteLinearTest : public ::testing::Test {
   }
   void TearDown() override {
     client_.reset();
-    server_.reset();
-    if (!dir_.empty()) RemoveTree(dir_);
+    ServedCheckpointTest::TearDown();
   }
 
   std::unique_ptr<RemoteLinear> Make(const std::string& layer, RemoteLinearOptions o = {}) {
@@ -78,9 +58,6 @@ class RemoteLinearTest : public ::testing::Test {
     return RelativeError(y.output.view(), ref->view());
   }
 
-  uint64_t seed_ = 0;
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<QuantizedLinear> w_;
 };
@@ -156,35 +133,23 @@ TEST_F(RemoteLinearTest, ResendsAcrossAServerKillAndRestart) {
   ASSERT_NE(q, nullptr);
   const Tensor x = RandomActivations(DType::kF16, 2, 256, seed_);
   ASSERT_TRUE(q->Forward(x.view()).ok());  // the stream is open
-  const std::string address = server_->address();
-  server_->Stop(SIGKILL);
   // A new server on the same port, started while the call below is retrying.
-  std::unique_ptr<ServerProcess> again;
-  absl::Status started;
-  absl::Time listening;
-  std::thread restart([&] {
-    absl::SleepFor(absl::Milliseconds(300));
-    auto s = ServerProcess::Start(dir_ + "/model", address);
-    listening = absl::Now();
-    if (s.ok()) {
-      again = *std::move(s);
-    } else {
-      started = s.status();
-    }
-  });
-  absl::StatusOr<ForwardResult> y = q->Forward(x.view());
-  const absl::Time answered = absl::Now();
-  restart.join();
-  ASSERT_TRUE(started.ok()) << started;
-  server_ = std::move(again);
+  absl::StatusOr<ForwardResult> y;
+  absl::Time answered;
+  const absl::StatusOr<absl::Time> listening =
+      cli_testing::RestartServerDuring(server_, dir_ + "/model", [&] {
+        y = q->Forward(x.view());
+        answered = absl::Now();
+      });
+  ASSERT_TRUE(listening.ok()) << listening.status();
   ASSERT_TRUE(y.ok()) << y.status();
   EXPECT_GT(y->attempts, 1);
   EXPECT_LT(Error(*y, x), 5e-3);
   // A re-send waits for the channel: it is answered soon after the new server
   // listens (measured ~0.2 s; the bound leaves room for a loaded CI machine).
-  std::cout << "answered " << absl::FormatDuration(answered - listening)
+  std::cout << "answered " << absl::FormatDuration(answered - *listening)
             << " after the new server listened, sent " << y->attempts << " times\n";
-  EXPECT_LT(answered - listening, absl::Seconds(3));
+  EXPECT_LT(answered - *listening, absl::Seconds(3));
 }
 
 TEST_F(RemoteLinearTest, RetryBudgetAndDeadlineEndTheWait) {

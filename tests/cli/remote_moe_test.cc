@@ -34,38 +34,20 @@
 namespace qlayer {
 namespace {
 
-using cli_testing::BuildProgram;
-using cli_testing::MakeTempDir;
-using cli_testing::ProgramResult;
-using cli_testing::RemoveTree;
-using cli_testing::RunProgram;
-using cli_testing::ServerProcess;
-
 constexpr char kBlock[] = "model.layers.1.mlp";
 constexpr char kLinear[] = "model.layers.0.self_attn.o_proj";
 constexpr int64_t kH = 64, kE = 8;
 constexpr int kTopK = 2;
 
-class RemoteMoETest : public ::testing::Test {
+class RemoteMoETest : public cli_testing::ServedCheckpointTest<> {
  protected:
   void SetUp() override {
-    if (BuildProgram("server/qlayer-server").empty() ||
-        BuildProgram("server/qlayer-quantize").empty()) {
-      GTEST_SKIP() << "qlayer-server / qlayer-quantize not built";
-    }
-    seed_ = cli_testing::TestSeed();
-    std::cout << "QLAYER_TEST_SEED=" << seed_ << "\n";
-    dir_ = MakeTempDir("qlayer_remote_moe_");
-    const ProgramResult q = RunProgram(
-        {BuildProgram("server/qlayer-quantize"), "--format=gptq", "--group_size=32",
-         absl::StrCat("--seed=", seed_), "--moe=qwen2_moe", "--layers_moe=1",
-         absl::StrCat("--hidden=", kH), "--intermediate=32", absl::StrCat("--experts=", kE),
-         absl::StrCat("--topk=", kTopK), "--shared_intermediate=64",
-         absl::StrCat("--shape=", kLinear, "=64x64"), "--out=" + dir_ + "/model"});
-    ASSERT_EQ(q.exit_code, 0) << q.output;
-    auto server = ServerProcess::Start(dir_ + "/model");
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    Serve("qlayer_remote_moe_",
+          {"--format=gptq", "--group_size=32", "--moe=qwen2_moe", "--layers_moe=1",
+           absl::StrCat("--hidden=", kH), "--intermediate=32", absl::StrCat("--experts=", kE),
+           absl::StrCat("--topk=", kTopK), "--shared_intermediate=64",
+           absl::StrCat("--shape=", kLinear, "=64x64")});
+    if (HasFatalFailure() || IsSkipped()) return;
     auto client = Client::Connect(server_->address());
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
@@ -75,8 +57,7 @@ class RemoteMoETest : public ::testing::Test {
   }
   void TearDown() override {
     client_.reset();
-    server_.reset();
-    if (!dir_.empty()) RemoveTree(dir_);
+    ServedCheckpointTest::TearDown();
   }
 
   std::unique_ptr<RemoteMoE> Make(RemoteMoEOptions o = {}) {
@@ -113,9 +94,6 @@ class RemoteMoETest : public ::testing::Test {
     }
   }
 
-  uint64_t seed_ = 0;
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<MoEReferenceBlock> ref_;
 };
@@ -322,35 +300,23 @@ TEST_F(RemoteMoETest, ResendsAcrossAServerKillAndRestart) {
   ASSERT_NE(moe, nullptr);
   const Tensor x = RandomActivations(DType::kBF16, 3, kH, seed_);
   ASSERT_TRUE(moe->Forward(x.view()).ok());  // the stream is open
-  const std::string address = server_->address();
-  server_->Stop(SIGKILL);
-  std::unique_ptr<ServerProcess> again;
-  absl::Status started;
-  absl::Time listening;
-  std::thread restart([&] {
-    absl::SleepFor(absl::Milliseconds(300));
-    auto s = ServerProcess::Start(dir_ + "/model", address);
-    listening = absl::Now();
-    if (s.ok()) {
-      again = *std::move(s);
-    } else {
-      started = s.status();
-    }
-  });
-  absl::StatusOr<MoEResult> y = moe->Forward(x.view(), {.return_routing = true});
-  const absl::Time answered = absl::Now();
-  restart.join();
-  ASSERT_TRUE(started.ok()) << started;
-  server_ = std::move(again);
+  absl::StatusOr<MoEResult> y;
+  absl::Time answered;
+  const absl::StatusOr<absl::Time> listening =
+      cli_testing::RestartServerDuring(server_, dir_ + "/model", [&] {
+        y = moe->Forward(x.view(), {.return_routing = true});
+        answered = absl::Now();
+      });
+  ASSERT_TRUE(listening.ok()) << listening.status();
   ASSERT_TRUE(y.ok()) << y.status();
   EXPECT_GT(y->attempts, 1);
   std::vector<int32_t> ids;
   std::vector<double> weights;
   Route(ref_->Logits(x.view()), 3, *y, ids, weights);
   EXPECT_LT(Error(*y, x, ids, weights), 1e-2);
-  std::cout << "answered " << absl::FormatDuration(answered - listening)
+  std::cout << "answered " << absl::FormatDuration(answered - *listening)
             << " after the new server listened, sent " << y->attempts << " times\n";
-  EXPECT_LT(answered - listening, absl::Seconds(3));
+  EXPECT_LT(answered - *listening, absl::Seconds(3));
 }
 
 TEST_F(RemoteMoETest, RetryBudgetDeadlineAndDestruction) {

@@ -31,7 +31,7 @@ TEST(ConcurrentForward, EveryCpuKernelFromFourThreads) {
     std::vector<std::vector<double>> want;
     for (int t = 0; t < kThreads; ++t) {
       const int64_t M = 1 + 5 * t;  // different M per thread: different scratch sizes
-      xs.push_back(MakeRandomActivations(M, 512, DType::kBF16, rng));
+      xs.push_back(RandomActivations(M, 512, DType::kBF16, rng));
       ys.push_back(Tensor::Zeros(DType::kBF16, {M, 200}));
       want.push_back(ReferenceForward(rl, xs.back().view()));
     }

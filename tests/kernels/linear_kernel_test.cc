@@ -182,7 +182,7 @@ TEST_P(LinearKernelTest, MatchesFloat64Reference) {
   constexpr size_t kGuard = 256;
   for (int64_t M : c.ms) {
     SCOPED_TRACE(absl::StrCat("M=", M));
-    Tensor x = MakeRandomActivations(M, c.spec.K, c.act, rng);
+    Tensor x = RandomActivations(M, c.spec.K, c.act, rng);
     const std::vector<double> ref = ReferenceForward(rl, x.view());
     const std::vector<double> want = RoundTo(ref, c.act);
     const double denom = Norm(bound.per_weight ? AbsReference(rl, x.view()) : ref);
@@ -230,12 +230,12 @@ TEST(LinearKernelForward, RejectsBadShapesAndDtypes) {
       std::unique_ptr<LinearKernel> kernel = f->create();
       ASSERT_TRUE(kernel->Prepare(rl.w, cpu).ok());
       ExecContext ctx;
-      Tensor x = MakeRandomActivations(2, 385, DType::kBF16, rng);
+      Tensor x = RandomActivations(2, 385, DType::kBF16, rng);
       Tensor y = Tensor::Zeros(DType::kBF16, {2, 72});
       absl::Status s = kernel->Forward(x.view(), y.mutable_view(), ctx);
       EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
       EXPECT_TRUE(absl::StrContains(s.message(), "K=384")) << s;
-      Tensor x2 = MakeRandomActivations(2, 384, DType::kBF16, rng);
+      Tensor x2 = RandomActivations(2, 384, DType::kBF16, rng);
       Tensor y2 = Tensor::Zeros(DType::kF32, {2, 72});
       s = kernel->Forward(x2.view(), y2.mutable_view(), ctx);
       EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;

@@ -92,13 +92,6 @@ RandomLinear MakeRandomLinear(const RandomLinearSpec& spec, std::mt19937_64& rng
   return r;
 }
 
-Tensor MakeRandomActivations(int64_t M, int64_t K, DType dt, std::mt19937_64& rng) {
-  Tensor x = Tensor::Zeros(dt, {M, K});
-  std::uniform_real_distribution<double> unit(-1.0, 1.0);
-  for (int64_t i = 0; i < M * K; ++i) StoreFromDouble(x.data(), dt, i, unit(rng));
-  return x;
-}
-
 std::vector<double> ReferenceForward(const RandomLinear& rl, const ConstTensorView& x) {
   const int64_t M = x.dim(0), K = rl.w.K, N = rl.w.N;
   std::vector<double> y(static_cast<size_t>(M * N));

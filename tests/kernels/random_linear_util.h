@@ -12,6 +12,7 @@
 #include "qlayer/kernels/linear_kernel.h"
 #include "qlayer/kernels/quantized_linear.h"
 #include "qlayer/kernels/tensor.h"
+#include "tests/common/random_activations.h"
 #include "tests/common/test_seed.h"
 
 namespace qlayer::testing {
@@ -38,8 +39,9 @@ struct RandomLinear {
 
 RandomLinear MakeRandomLinear(const RandomLinearSpec& spec, std::mt19937_64& rng);
 
-// Random activations in [-1, 1), stored in dtype `dt`.
-Tensor MakeRandomActivations(int64_t M, int64_t K, DType dt, std::mt19937_64& rng);
+// Random activations in [-1, 1), stored in dtype `dt`: RandomActivations(M,
+// K, dt, rng) (tests/common/random_activations.h).
+using test_common::RandomActivations;
 
 // y_ref[m][n] = sum_k x[m][k] * w_ref[k][n] + bias[n] in float64, where x is
 // read back from its stored dtype (so the rounding of x is not an error).

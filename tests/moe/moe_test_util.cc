@@ -139,13 +139,6 @@ RandomBlock MakeRandomBlock(const RandomBlockSpec& spec, std::mt19937_64& rng) {
   return rb;
 }
 
-Tensor RandomActivations(int64_t T, int64_t H, DType dt, std::mt19937_64& rng) {
-  Tensor x = Tensor::Zeros(dt, {T, H});
-  std::uniform_real_distribution<double> d(-1.0, 1.0);
-  for (int64_t i = 0; i < T * H; ++i) StoreFromDouble(x.data(), dt, i, d(rng));
-  return x;
-}
-
 std::vector<double> ReferenceMoE(const RandomBlock& rb, const ConstTensorView& x,
                                  const std::vector<int32_t>& ids, const std::vector<float>& w,
                                  int top_k) {

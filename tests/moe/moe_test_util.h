@@ -13,6 +13,7 @@
 #include "qlayer/kernels/formats.h"
 #include "qlayer/kernels/moe.h"
 #include "qlayer/kernels/tensor.h"
+#include "tests/common/random_activations.h"
 #include "tests/common/test_seed.h"
 
 namespace qlayer::moetest {
@@ -59,8 +60,9 @@ RandomBlock MakeRandomBlock(const RandomBlockSpec& spec, std::mt19937_64& rng);
 // Dequantized [N, K] float64 of a canonical weight, from q, z, s directly.
 std::vector<double> DequantNK(const QuantizedLinear& w);
 
-// Random activations ~ U[-1, 1) rounded to dtype dt, [T, H].
-Tensor RandomActivations(int64_t T, int64_t H, DType dt, std::mt19937_64& rng);
+// Random activations ~ U[-1, 1) rounded to dtype dt, [T, H]:
+// RandomActivations(T, H, dt, rng) (tests/common/random_activations.h).
+using test_common::RandomActivations;
 
 // float64 MoE forward: y[t] = sum_j w[t][j] * mlp_{ids[t][j]}(x[t])
 // + (sigmoid(shared_gate . x[t]) *) shared(x[t]); x read from its dtype.

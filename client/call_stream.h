@@ -164,9 +164,6 @@ extern template class CallStream<MoEForwardRpc>;
 extern template class CallStreams<ForwardRpc>;
 extern template class CallStreams<MoEForwardRpc>;
 
-using ForwardStream = CallStream<ForwardRpc>;
-using MoECallStream = CallStream<MoEForwardRpc>;
-
 }  // namespace qlayer
 
 #endif  // QLAYER_CLIENT_CALL_STREAM_H_

@@ -14,6 +14,7 @@
 // accepted and end, then the process exits 0 (within --grace-seconds).
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -74,6 +75,21 @@ ABSL_FLAG(double, grace_seconds, 10, "on SIGTERM, how long open streams may take
 
 namespace {
 
+// The checkpoint is read through mmap while it loads. A file truncated in
+// place by someone else meanwhile makes those reads fault (SIGBUS): say so
+// and exit 1 rather than die of the signal. Loaded weights are copies and no
+// mapping is kept, so the default action is restored after the load (a
+// SIGBUS then is a bug to crash on). The message is formatted beforehand:
+// only write and _exit are safe in the handler.
+std::string* sigbus_message = nullptr;
+
+void OnSigbusWhileLoading(int /*sig*/) {
+  if (sigbus_message != nullptr) {
+    (void)!write(STDERR_FILENO, sigbus_message->data(), sigbus_message->size());
+  }
+  _exit(1);
+}
+
 int Run() {
   qlayer::ServerOptions options;
   options.model.dir = absl::GetFlag(FLAGS_model);
@@ -111,6 +127,13 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  sigbus_message = new std::string(
+      absl::StrCat("qlayer-server: a checkpoint file in ", options.model.dir,
+                   " was truncated or rewritten in place while it was being loaded (SIGBUS "
+                   "reading its mapping); not started. Replace checkpoint files by rename.\n"));
+  struct sigaction on_sigbus = {}, default_sigbus = {};
+  on_sigbus.sa_handler = OnSigbusWhileLoading;
+  sigaction(SIGBUS, &on_sigbus, &default_sigbus);
   absl::StatusOr<std::unique_ptr<qlayer::ServerApp>> app = absl::UnknownError("not started");
   try {
     app = qlayer::ServerApp::Start(options);
@@ -119,6 +142,7 @@ int Run() {
     app = absl::ResourceExhaustedError(
         absl::StrCat("out of memory starting with --model ", options.model.dir));
   }
+  sigaction(SIGBUS, &default_sigbus, nullptr);
   if (!app.ok()) {
     std::fprintf(stderr, "qlayer-server: %s\n", app.status().ToString().c_str());
     return 1;

@@ -191,6 +191,44 @@ void WriteDenseCheckpoint(const std::string& dir, int64_t N, int64_t K) {
   std::ofstream(dir + "/config.json") << "{\"torch_dtype\": \"float16\"}\n";
 }
 
+// The one window the server reads its checkpoint file: the load, through a
+// mapping. A file truncated in place then makes those reads fault (SIGBUS);
+// qlayer-server must say so and exit 1, not die of the signal. Truncated at
+// 50..250 ms after the start of a 128 MiB dense layer's load: the truncation
+// lands before the open (the reader's "file truncated?" error), during the
+// load (the SIGBUS message), or, on a fast machine, after it (the server runs
+// on the copies it made and is stopped by the timeout).
+TEST(CheckpointFaults, FileTruncatedWhileLoadingFailsCleanly) {
+  testing::TempDir dir;
+  const std::string file = dir.path() + "/model.safetensors";
+  int during_load = 0, before_open = 0, served = 0;
+  constexpr int kAttempts = 3;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    WriteDenseCheckpoint(dir.path(), 8192, 8192);
+    ProgramResult r;
+    std::thread server([&] { r = RunServer(dir.path(), {}, 15); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + 100 * attempt));
+    EXPECT_EQ(::truncate(file.c_str(), 1000000), 0);  // no ASSERT: the thread must be joined
+    server.join();
+    if (r.timed_out) {
+      ++served;
+      continue;
+    }
+    EXPECT_EQ(r.term_signal, 0) << "attempt " << attempt << ": killed by signal\n" << r.output;
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    if (absl::StrContains(r.output, "SIGBUS")) {
+      ++during_load;
+    } else {
+      EXPECT_TRUE(absl::StrContains(r.output, "file truncated?")) << r.output;
+      ++before_open;
+    }
+  }
+  std::printf(
+      "[ ckpt ] truncated while loading, %d attempts: %d during the load (exit 1, SIGBUS "
+      "message), %d before the open (exit 1, reader error), %d after (served)\n",
+      kAttempts, during_load, before_open, served);
+}
+
 // The server may use the address space a running server on a small
 // checkpoint needs plus 16 MiB; the checkpoint is a 128 MiB dense layer
 // (mapped, decoded and prepared: ~3x that). Loading must fail with a message

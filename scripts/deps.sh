@@ -9,6 +9,7 @@ QLAYER_DEBIAN_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-torch curl
   libssl-dev openssl  # token digests; the security tests make a throwaway PKI
+  yamllint            # tests/deploy lints deploy/
 )
 missing=()
 for p in "${QLAYER_DEBIAN_PACKAGES[@]}"; do

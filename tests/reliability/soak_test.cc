@@ -10,6 +10,7 @@
 //   QLAYER_SOAK_SECONDS   run time (required)
 //   QLAYER_SOAK_STREAMS   concurrent streams (default 8); every 4th is MoE
 //   QLAYER_SOAK_REPORT    also write the figures to this JSON file
+//   QLAYER_SOAK_SERVER_ARGS  extra qlayer-server flags, space-separated
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -174,7 +176,13 @@ TEST(Soak, ManyStreamsOnMixedLayersEveryAnswerCheckedRssFlat) {
   ASSERT_TRUE(WriteMixedCheckpoint(dir.path(), seed, &model));
   const MixedReference ref(model);
   ASSERT_TRUE(ref.ok());
-  testing::ServerProcess server(dir.path(), {"--grace-seconds", "10"});
+  std::vector<std::string> server_args = {"--grace-seconds", "10"};
+  if (const char* extra = std::getenv("QLAYER_SOAK_SERVER_ARGS")) {
+    for (absl::string_view a : absl::StrSplit(extra, ' ', absl::SkipEmpty())) {
+      server_args.emplace_back(a);
+    }
+  }
+  testing::ServerProcess server(dir.path(), server_args);
   ASSERT_TRUE(server.ok());
 
   std::atomic<bool> stop{false};
@@ -249,6 +257,7 @@ TEST(Soak, ManyStreamsOnMixedLayersEveryAnswerCheckedRssFlat) {
   if (const char* path = std::getenv("QLAYER_SOAK_REPORT"); path != nullptr && *path != '\0') {
     nlohmann::json report = {
         {"seed", seed},
+        {"server_args", server_args},
         {"streams", streams},
         {"seconds", elapsed},
         {"sent", all.sent},

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/bench_report.h"
 #include "client/cli/child_process.h"
 #include "client/cli/commands.h"
 #include "client/cli/load_run.h"
@@ -161,19 +162,14 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
 
   if (cmd.json) {
     nlohmann::json j = ToJson(s, run);
-    j["layer"] = cmd.layer;
+    AddBenchSettings(cmd, seed, j);
     j["kernel"] = MainKernel(run);
     j["device"] = info.device();
     j["format"] = info.format();
     j["in_features"] = info.in_features();
     j["out_features"] = info.out_features();
-    j["rows"] = cmd.rows;
-    j["streams"] = cmd.streams;
-    j["depth"] = cmd.depth;
-    j["dtype"] = cmd.dtype;
     j["seconds"] = cmd.seconds;
     j["warmup_seconds"] = absl::ToDoubleSeconds(spec.warmup);
-    j["seed"] = seed;
     if (echo) {
       j["echo"] = ToJson(*es, *echo);
       j["overhead_vs_echo_p50"] = ratio;
@@ -213,11 +209,7 @@ absl::Status RunBench(Client& client, const BenchCommand& cmd, std::ostream& out
         << absl::StrFormat("  overhead / echo %.2fx transport p50; %.2fx latency - compute p50\n",
                            ratio, beyond_ratio);
   }
-  if (!run.errors.empty()) {
-    for (const auto& [code, n] : run.errors)
-      out << "  errors          " << n << " " << code << "\n";
-    out << "  first error     " << run.first_error << "\n";
-  }
+  PrintBenchErrors(run.errors, run.first_error, out);
   return absl::OkStatus();
 }
 

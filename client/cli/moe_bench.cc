@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/bench_report.h"
 #include "client/cli/load_run.h"
 #include "client/cli/moe_commands.h"
 #include "client/cli/random_input.h"
@@ -187,7 +188,7 @@ absl::Status RunMoEBench(Client& client, const BenchCommand& cmd, const v1::Laye
 
   if (cmd.json) {
     nlohmann::json j;
-    j["layer"] = cmd.layer;
+    AddBenchSettings(cmd, seed, j);
     j["kind"] = "moe";
     j["family"] = m.family();
     j["num_experts"] = m.num_experts();
@@ -196,11 +197,6 @@ absl::Status RunMoEBench(Client& client, const BenchCommand& cmd, const v1::Laye
     j["intermediate"] = m.intermediate_size();
     j["format"] = info.format();
     j["device"] = info.device();
-    j["rows"] = cmd.rows;
-    j["streams"] = cmd.streams;
-    j["depth"] = cmd.depth;
-    j["dtype"] = cmd.dtype;
-    j["seed"] = seed;
     j["requests"] = samples.size();
     j["requests_per_s"] = rps;
     j["latency_us"] = {{"p50", Percentile(lat, 0.5)}, {"p99", Percentile(lat, 0.99)}};
@@ -247,10 +243,7 @@ absl::Status RunMoEBench(Client& client, const BenchCommand& cmd, const v1::Laye
              experts_p50, m.num_experts(), floor_bytes, bandwidth / 1e9,
              measured ? "measured here" : "--bandwidth-gbs", Percentile(floor_us, 0.5),
              Percentile(ratio_x100, 0.1) / 100.0, Percentile(ratio_x100, 0.5) / 100.0);
-  if (!errors.empty()) {
-    for (const auto& [code, n] : errors) out << "  errors          " << n << " " << code << "\n";
-    out << "  first error     " << first_error << "\n";
-  }
+  PrintBenchErrors(errors, first_error, out);
   return absl::OkStatus();
 }
 

@@ -150,6 +150,26 @@ ReferenceRouting MoEReferenceBlock::Route(const std::vector<double>& logits, int
   return r;
 }
 
+ReferenceRouting MoEReferenceBlock::RouteLike(const std::vector<double>& logits, int64_t T,
+                                              const int32_t* server_ids,
+                                              int64_t* mismatches) const {
+  ReferenceRouting r = Route(logits, T);
+  const int k = router_.top_k;
+  int64_t differ = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t* got = server_ids + t * k;
+    if (r.near_tie[t]) {
+      std::copy(got, got + k, r.ids.begin() + t * k);
+      const std::vector<double> w = WeightsFor(logits.data() + t * E_, got);
+      std::copy(w.begin(), w.end(), r.weights.begin() + t * k);
+      continue;
+    }
+    differ += !std::equal(got, got + k, r.ids.begin() + t * k);
+  }
+  if (mismatches != nullptr) *mismatches = differ;
+  return r;
+}
+
 std::vector<double> MoEReferenceBlock::WeightsFor(const double* logits_row,
                                                   const int32_t* ids) const {
   std::vector<double> scores, choice;

@@ -46,6 +46,12 @@ class MoEReferenceBlock {
   ReferenceRouting Route(const std::vector<double>& logits, int64_t T) const;
   // The family's weights of `ids` (k of them) for one token's logits.
   std::vector<double> WeightsFor(const double* logits_row, const int32_t* ids) const;
+  // Route(logits, T) checked against the server's choice `server_ids`
+  // [T, k]: a near-tie token takes the server's ids (either is right there),
+  // weighted the family's way; `mismatches` (if set) counts the other tokens
+  // whose ids differ.
+  ReferenceRouting RouteLike(const std::vector<double>& logits, int64_t T,
+                             const int32_t* server_ids, int64_t* mismatches = nullptr) const;
   // y [T, H] f64 for x [T, H] and a routing (ids, weights [T, k]).
   Tensor Forward(const ConstTensorView& x, const std::vector<int32_t>& ids,
                  const std::vector<double>& weights) const;

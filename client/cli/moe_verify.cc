@@ -109,20 +109,11 @@ absl::StatusOr<bool> RunMoEVerify(Client& client, const VerifyCommand& cmd,
       const int32_t* got = r.topk_ids.as<int32_t>();
       int64_t routing_mismatches = 0;
       if (mode != Mode::kTopk) {
-        const ReferenceRouting want = ref->Route(logits, rows);
+        // Near ties: either choice is right; the server's is weighed the
+        // family's way.
+        const ReferenceRouting want = ref->RouteLike(logits, rows, got, &routing_mismatches);
         ids = want.ids;
         weights = want.weights;
-        for (int64_t t = 0; t < rows; ++t) {
-          if (want.near_tie[t]) {
-            // Either choice is right; weigh the server's the family's way.
-            std::copy(got + t * k, got + (t + 1) * k, ids.begin() + t * k);
-            const std::vector<double> w = ref->WeightsFor(logits.data() + t * E, got + t * k);
-            std::copy(w.begin(), w.end(), weights.begin() + t * k);
-            continue;
-          }
-          routing_mismatches +=
-              !std::equal(got + t * k, got + (t + 1) * k, want.ids.begin() + t * k);
-        }
       } else {
         routing_mismatches = !std::equal(got, got + rows * k, ids.begin());
       }

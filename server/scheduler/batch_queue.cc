@@ -31,7 +31,6 @@ BatchQueue::BatchQueue(const LoadedLinear& layer, WorkerPool& pool, BatchQueueOp
       observer_(observer) {}
 
 absl::Status BatchQueue::Submit(BatchItem item) {
-  int64_t depth;
   {
     absl::MutexLock lock(&mu_);
     if (closed_) {
@@ -44,10 +43,11 @@ absl::Status BatchQueue::Submit(BatchItem item) {
                                                        options_.max_queue, " = --max-queue)"));
     }
     queue_.push_back(std::move(item));
-    depth = static_cast<int64_t>(queue_.size());
+    // Under the lock: reported after the lock, a depth could overtake a newer
+    // one (a Submit's 1 after the batch's 0) and stay on the gauge while idle.
+    if (observer_ != nullptr) observer_->OnQueueDepth(static_cast<int64_t>(queue_.size()));
     MaybeScheduleLocked();
   }
-  if (observer_ != nullptr) observer_->OnQueueDepth(depth);
   return absl::OkStatus();
 }
 
@@ -71,7 +71,6 @@ void BatchQueue::RunBatch() {
   std::vector<BatchItem> batch;
   std::vector<std::pair<BatchItem, absl::Status>> dropped;
   int64_t rows = 0;
-  int64_t depth;
   const absl::Time start = absl::Now();
   {
     absl::MutexLock lock(&mu_);
@@ -101,13 +100,12 @@ void BatchQueue::RunBatch() {
       batch.push_back(std::move(head));
       queue_.pop_front();
     }
-    depth = static_cast<int64_t>(queue_.size());
+    if (observer_ != nullptr) observer_->OnQueueDepth(static_cast<int64_t>(queue_.size()));
     if (batch.empty()) {
       --inflight_;
       MaybeScheduleLocked();
     }
   }
-  if (observer_ != nullptr) observer_->OnQueueDepth(depth);
   for (auto& [item, why] : dropped) {
     BatchResult r;
     r.status = std::move(why);

@@ -251,20 +251,20 @@ TEST_F(Faults, DeadlinesExpiringInTheQueueAreNeverComputed) {
 
 // SIGTERM while 8 streams have requests in flight: health turns NOT_SERVING
 // before any stream ends, a stream opened afterwards is refused, every
-// request the server read is answered exactly once (computed and correct, or
-// UNAVAILABLE) -- the server reads a stream in order, so the answered ids of
-// each stream are a prefix 0..n-1 with no gap -- each stream ends OK or
-// UNAVAILABLE ("every request accepted on this stream was answered": a client
-// re-sends the rest), and the process exits 0 within the grace period.
-// The clients stop writing (and half-close) when the signal is sent. A client
-// that keeps writing through the drain can lose the last answers: the server
-// closes its connection with requests still unread, and the kernel then
-// resets it (RST), dropping answers not yet delivered -- the client sees
-// "Broken pipe" instead of the drain status (RELIABILITY.md).
+// request each stream sent is answered exactly once -- computed (and
+// correct) or UNAVAILABLE -- requests still queued at the signal are
+// computed, each stream ends OK or UNAVAILABLE, and the process exits 0
+// within the grace period.
+// The work is made slow (one worker, one row per batch, the scalar reference
+// kernel) rather than large: each stream's 24 one-row requests (48 KiB) fit
+// in HTTP/2's initial 64 KiB stream window, so they have all reached the
+// server when the signal comes. A client still pushing data as the server
+// closes can lose the last answers to a TCP reset (RELIABILITY.md, the drain
+// finding); that case is reported there, not asserted here.
 TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
-  constexpr double kGrace = 8;
-  ServerProcess server(dir_->path(), {"--max-batch-rows", "16", "--max-inflight-per-stream", "16",
-                                      "--grace-seconds", absl::StrCat(kGrace)});
+  constexpr double kGrace = 20;
+  ServerProcess server(dir_->path(), {"--workers", "1", "--max-batch-rows", "1", "--kernel",
+                                      "cpu_reference", "--grace-seconds", absl::StrCat(kGrace)});
   ASSERT_TRUE(server.ok());
   auto health = grpc::health::v1::Health::NewStub(server.Channel());
   grpc::ClientContext watch_ctx;
@@ -280,15 +280,17 @@ TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
     (void)watch->Finish();
   });
 
-  constexpr int kStreams = 8, kPerStream = 2000, kInputs = 24;
+  constexpr int kStreams = 8, kPerStream = 24;
   std::vector<Tensor> inputs;
-  for (int i = 0; i < kInputs; ++i) inputs.push_back(RandomInput(DType::kF16, 16, kK, rng_));
+  for (int i = 0; i < kPerStream; ++i) inputs.push_back(RandomInput(DType::kF16, 1, kK, rng_));
   std::atomic<int> first_answers{0};
-  // Clients stop writing when the signal is sent (see the comment above).
-  std::atomic<bool> stop_writing{false};
+  struct Answer {
+    v1::ForwardResponse response;
+    Clock::time_point at;
+  };
   struct Outcome {
     int written = 0;
-    std::map<uint64_t, v1::ForwardResponse> answers;
+    std::map<uint64_t, Answer> answers;
     int duplicates = 0;
     grpc::Status end;
     Clock::time_point ended;
@@ -301,36 +303,30 @@ TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
       auto stub = v1::LayerService::NewStub(server.Channel());
       grpc::ClientContext ctx;
       auto stream = stub->Forward(&ctx);
-      std::thread writer([&] {
-        for (int i = 0; i < kPerStream && !stop_writing.load(); ++i) {
-          if (!stream->Write(MakeRequest(static_cast<uint64_t>(i), kLayer,
-                                         inputs[static_cast<size_t>(i % kInputs)].view()))) {
-            break;
-          }
-          ++o.written;
+      for (int i = 0; i < kPerStream; ++i) {
+        if (!stream->Write(MakeRequest(static_cast<uint64_t>(i), kLayer,
+                                       inputs[static_cast<size_t>(i)].view()))) {
+          break;
         }
-        stream->WritesDone();
-      });
-      v1::ForwardResponse r;
-      bool first = true;
-      while (stream->Read(&r)) {
-        if (first) ++first_answers;
-        first = false;
-        if (!o.answers.emplace(r.request_id(), r).second) ++o.duplicates;
+        ++o.written;
       }
-      writer.join();
+      stream->WritesDone();
+      v1::ForwardResponse r;
+      while (stream->Read(&r)) {
+        if (o.answers.empty()) ++first_answers;
+        if (!o.answers.emplace(r.request_id(), Answer{r, Clock::now()}).second) ++o.duplicates;
+      }
       o.end = stream->Finish();
       o.ended = Clock::now();
     });
   }
-  // Terminate once every stream has work flowing.
-  while (first_answers.load() < kStreams) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  stop_writing = true;
+  // Terminate at the first answer: every stream is open, its requests queued.
+  while (first_answers.load() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const Clock::time_point sigterm = Clock::now();
   int exit_status = -2;
   std::thread terminator([&] { exit_status = server.Terminate(kGrace + 10); });
   // A new stream once draining began is not served.
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   grpc::Status late_end;
   {
     auto stub = v1::LayerService::NewStub(server.Channel());
@@ -354,39 +350,30 @@ TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
   ASSERT_TRUE(WIFEXITED(exit_status)) << exit_status;
   EXPECT_EQ(WEXITSTATUS(exit_status), 0);
   EXPECT_LT(exit_seconds, kGrace);
-  int computed = 0, refused = 0, answered = 0, written = 0;
+  int computed = 0, computed_after = 0, refused = 0;
   Clock::time_point first_end = Clock::time_point::max();
   for (const Outcome& o : outcomes) {
     EXPECT_EQ(o.duplicates, 0);
-    // A prefix: ids 0..n-1 all answered (std::map keeps them sorted).
-    EXPECT_TRUE(o.answers.empty() ||
-                o.answers.rbegin()->first + 1 == static_cast<uint64_t>(o.answers.size()))
-        << "a request the server read was not answered: " << o.answers.size()
-        << " answers, highest id " << o.answers.rbegin()->first << ", first missing " <<
-        [&] {
-          uint64_t id = 0;
-          while (o.answers.count(id) != 0) ++id;
-          return id;
-        }()
-        << ", end " << o.end.error_message();
-    EXPECT_LT(static_cast<int>(o.answers.size()), o.written + 1);
+    EXPECT_EQ(o.written, kPerStream);
+    EXPECT_EQ(static_cast<int>(o.answers.size()), o.written)
+        << "requests sent before the signal went unanswered; stream ended " << o.end.error_code()
+        << " " << o.end.error_message();
     EXPECT_TRUE(o.end.ok() || o.end.error_code() == grpc::StatusCode::UNAVAILABLE)
         << o.end.error_code() << " " << o.end.error_message();
-    EXPECT_EQ(o.end.error_message().find("Broken pipe"), std::string::npos);
-    answered += static_cast<int>(o.answers.size());
-    written += o.written;
     first_end = std::min(first_end, o.ended);
     for (const auto& [id, a] : o.answers) {
-      if (a.error().code() == 0) {
+      if (a.response.error().code() == 0) {
         ++computed;
-        EXPECT_TRUE(Correct(a, inputs[id % kInputs])) << id;
+        if (a.at > sigterm) ++computed_after;
+        EXPECT_TRUE(Correct(a.response, inputs[id])) << id;
       } else {
         ++refused;
-        EXPECT_EQ(a.error().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE))
-            << a.error().message();
+        EXPECT_EQ(a.response.error().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE))
+            << a.response.error().message();
       }
     }
   }
+  EXPECT_GT(computed_after, 0) << "nothing was left in flight at the signal";
   EXPECT_NE(late_end.error_code(), grpc::StatusCode::OK);
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_GE(statuses.size(), 2u);
@@ -398,13 +385,13 @@ TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
   ASSERT_NE(not_serving, Clock::time_point::max()) << "health never said NOT_SERVING";
   EXPECT_LE(not_serving, first_end) << "a stream ended before health turned NOT_SERVING";
   std::printf(
-      "[ faults ] SIGTERM with %d streams in flight: %d requests written, %d read and answered "
-      "(%d computed and correct, %d UNAVAILABLE), no gap; NOT_SERVING %.0f ms after the "
-      "signal, first stream ended %.0f ms, exit 0 after %.2f s (grace %.0f s); a new stream "
-      "got code %d\n",
-      kStreams, written, answered, computed, refused, Seconds(not_serving - sigterm) * 1e3,
-      Seconds(first_end - sigterm) * 1e3, exit_seconds, kGrace,
-      static_cast<int>(late_end.error_code()));
+      "[ faults ] SIGTERM with %d streams x %d requests in flight: all %d answered once (%d "
+      "computed and correct, %d of them after the signal; %d UNAVAILABLE); NOT_SERVING %.0f ms "
+      "after the signal, first stream ended %.0f ms, exit 0 after %.2f s (grace %.0f s); a new "
+      "stream got code %d\n",
+      kStreams, kPerStream, computed + refused, computed, computed_after, refused,
+      Seconds(not_serving - sigterm) * 1e3, Seconds(first_end - sigterm) * 1e3, exit_seconds,
+      kGrace, static_cast<int>(late_end.error_code()));
 }
 
 // SIGKILL while 8 threads call through qlayer::RemoteLinear, and a new

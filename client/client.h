@@ -52,7 +52,7 @@ struct ClientOptions {
   // true: a new stream waits for the channel to connect (bounded by each
   // call's deadline only).
   bool wait_for_ready = false;
-  // gRPC's reconnect backoff; gRPC's defaults (1 s growing to 120 s) would
+  // gRPC's reconnect backoff (initial, max); gRPC's defaults (1 s growing to 120 s) would
   // keep a restarted server unreachable for seconds.
   absl::Duration min_reconnect_backoff = absl::Milliseconds(100);
   absl::Duration max_reconnect_backoff = absl::Seconds(2);

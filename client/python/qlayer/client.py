@@ -260,7 +260,9 @@ class Client:
             ("grpc.max_send_message_length", max_message_bytes),
             # gRPC's default backoff keeps a restarted server away for seconds.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
+            # Not grpc.min_reconnect_backoff_ms: gRPC takes it as the least
+            # time a connection attempt may take (default 20 s); 100 ms failed
+            # handshakes on a loaded machine.
             ("grpc.max_reconnect_backoff_ms", 1000),
         ] + extra_options
         if credentials is None:

@@ -216,8 +216,7 @@ TEST_F(MoECliTest, PythonClientMoeForward) {
   if (std::system("/usr/bin/python3 -c 'import grpc, numpy' 2>/dev/null") != 0) {
     GTEST_SKIP() << "/usr/bin/python3 has no grpc / numpy";
   }
-  const std::string source =
-      std::string(__FILE__).substr(0, std::string(__FILE__).rfind("/tests/"));
+  const std::string source = QLAYER_SOURCE_DIR;
   const std::string desc = BuildDir() + "/client/python/qlayer_v1.desc";
   std::mt19937_64 rng(seed_ + 2);
   const int64_t T = 5;

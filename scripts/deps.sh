@@ -8,6 +8,10 @@ QLAYER_DEBIAN_PACKAGES=(
   libdnnl-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-torch curl
+  # `pip install ./client/python` offline (README, tests/e2e/pip_install_e2e_test):
+  # a venv with pip (PEP 668 forbids installing into /usr/bin/python3), built
+  # --no-build-isolation with the system's setuptools and wheel
+  python3-venv python3-setuptools python3-wheel
   libssl-dev openssl  # token digests; the security tests make a throwaway PKI
   yamllint            # tests/deploy lints deploy/
 )

@@ -328,6 +328,7 @@ class Server:
         self.binary = os.path.join(build, "server", "qlayer-server")
         self.model_dir, self.log_path, self.extra = model_dir, log_path, list(extra)
         self.proc, self.port, self.starts, self._mark = None, 0, 0, 0
+        self.metrics_address = None  # host:port of /metrics, learnt with the port
 
     @property
     def address(self):
@@ -347,15 +348,17 @@ class Server:
             self.wait_listening(mark)
 
     def wait_listening(self, mark=None, timeout=60):
-        """Waits for the latest start's 'listening on' line; learns the port."""
+        """Waits for the latest start's 'listening on' line; learns the port
+        and the metrics address."""
         mark = self._mark if mark is None else mark
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with open(self.log_path) as f:
                 f.seek(mark)
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", f.read())
+                m = re.search(r"listening on 127\.0\.0\.1:(\d+)(?: metrics (\S+))?", f.read())
             if m:
                 self.port = int(m.group(1))
+                self.metrics_address = m.group(2)
                 return
             if self.proc.poll() is not None:
                 break

@@ -23,9 +23,12 @@ has the server SIGKILLed before layer 1 of a decode step and a new one
 started on the same port: the run must finish with the same states (the
 client re-sends unanswered calls).
 
-The MoE block is offloaded as one MoEForward when the server serves it (kind
-"moe" and answers MoEForward); otherwise its expert projections, if served as
-linears, are offloaded one by one and the block routes locally (printed).
+The MoE block must be offloaded as one RemoteMoE (issue 6): the server lists
+it as kind "moe" and answers MoEForward, offload() swaps the whole block, and
+a run moves the block's RemoteMoE call count (one per step) and the server's
+/metrics (MoEForward requests OK for the block, and tokens x top-k on
+qlayer_moe_expert_tokens_total); the block's experts are never offloaded one
+by one and never stay local, so a broken MoE path fails here.
 
 Tokens are drawn so that, in the local run, no token's top-k routing is
 within 0.25 logits of a tie: the comparison then measures the layers, not a
@@ -41,6 +44,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import grpc
 import numpy as np
@@ -62,6 +66,24 @@ LINEAR_PATTERNS = ["model.layers.*.self_attn.*_proj", "model.layers.*.mlp.*_proj
 
 def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def scrape(server):
+    """The server's /metrics, Prometheus text."""
+    with urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def metric_sum(text, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def run(model, tokens, dtype=torch.float32, before_step=None):
@@ -124,8 +146,7 @@ class TorchOffloadEndToEnd(unittest.TestCase):
         cls.client = qlayer.Client(cls.server.address, retry_timeout=30,
                                    retry_backoff=(0.02, 0.25))
         cls.client.wait_for_ready(10)
-        cls.patterns, cls.moe_mode = cls.moe_patterns()
-        print(f"MoE block: {cls.moe_mode}", file=sys.stderr)
+        cls.patterns = cls.moe_patterns()
 
         cls.local = cls.model(cls.local_weights)
         cls.tokens = cls.pick_tokens(np.random.default_rng(SEED))
@@ -139,20 +160,22 @@ class TorchOffloadEndToEnd(unittest.TestCase):
 
     @classmethod
     def moe_patterns(cls):
+        """The linear patterns plus the MoE block, which must be served whole:
+        listed as kind "moe" (not as expert linears) and answering MoEForward.
+        No fallback: a block served any other way is a failure."""
         served = {s.name: s.kind for s in cls.client.list_layers()}
-        if served.get(BLOCK) == "moe":
-            try:
-                cls.client.moe_forward(BLOCK, np.ones((1, cls.c.hidden), np.float32), timeout=30)
-                return LINEAR_PATTERNS + [BLOCK], "offloaded as one MoEForward"
-            except qlayer.QlayerError as e:
-                if e.code != grpc.StatusCode.UNIMPLEMENTED:
-                    raise
-        experts = [n for n in served if n.startswith(BLOCK + ".experts.")]
+        if served.get(BLOCK) != "moe":
+            raise AssertionError(f"{BLOCK} is not served as an MoE block: "
+                                 f"kind {served.get(BLOCK)!r}; served: {sorted(served)}")
+        experts = [n for n in served if n.startswith(BLOCK + ".")]
         if experts:
-            return (LINEAR_PATTERNS + [BLOCK + ".experts.*"],
-                    f"MoEForward not served: {len(experts)} expert projections offloaded, "
-                    "routing local")
-        return LINEAR_PATTERNS, "MoEForward not served and experts not listed: block stays local"
+            raise AssertionError(f"{BLOCK}'s parts are served as layers too: {experts}")
+        y, info = cls.client.moe_forward(BLOCK, np.ones((1, cls.c.hidden), np.float32),
+                                         timeout=30)
+        if y.shape != (1, cls.c.hidden) or not info.kernel:
+            raise AssertionError(f"{BLOCK}: MoEForward answered {y.shape}, kernel {info.kernel!r}")
+        print(f"MoE block: {BLOCK} served whole, MoEForward kernel {info.kernel}", file=sys.stderr)
+        return LINEAR_PATTERNS + [BLOCK]
 
     @classmethod
     def model(cls, weights):
@@ -218,14 +241,35 @@ class TorchOffloadEndToEnd(unittest.TestCase):
         model, replaced = self.offloaded()
         kinds = sorted({type(m).__name__ for m in replaced.values()})
         print(f"offloaded {len(replaced)} modules ({', '.join(kinds)})", file=sys.stderr)
-        want = {n for n in tl.linear_names(self.c) if not n.startswith(BLOCK)}
-        if BLOCK in self.patterns:
-            want.add(BLOCK)
-        elif BLOCK + ".experts.*" in self.patterns:
-            want |= {n for n in tl.linear_names(self.c) if n.startswith(BLOCK + ".experts.")}
+        want = {n for n in tl.linear_names(self.c) if not n.startswith(BLOCK)} | {BLOCK}
         self.assertEqual(sorted(replaced), sorted(want))
+        moe = replaced[BLOCK]
+        self.assertIsInstance(moe, qt.RemoteMoE)
+        self.assertIsInstance(model.get_submodule(BLOCK), qt.RemoteMoE)
+
+        before = scrape(self.server)
         clean = run(model, self.tokens)
+        after = scrape(self.server)
         self.assert_states_close(clean, self.expected, 1e-4, "f32 offloaded vs local")
+        # The block ran on the server as MoEForward, once per step, every token
+        # routed to top_k experts there.
+        steps, tokens = 1 + DECODE, BATCH * (PROMPT + DECODE)
+        self.assertEqual(moe.stats.calls, steps)
+        ok = {"layer": BLOCK, "method": "MoEForward", "code": "OK"}
+        moved = {
+            "MoEForward OK": (metric_sum(after, "qlayer_requests_total", **ok)
+                              - metric_sum(before, "qlayer_requests_total", **ok)),
+            "expert tokens": (metric_sum(after, "qlayer_moe_expert_tokens_total", layer=BLOCK)
+                              - metric_sum(before, "qlayer_moe_expert_tokens_total", layer=BLOCK)),
+        }
+        print(f"{BLOCK}: {moe.stats.calls} RemoteMoE calls; /metrics moved {moved}",
+              file=sys.stderr)
+        want_moved = {"MoEForward OK": steps, "expert tokens": tokens * self.c.top_k}
+        if moe.stats.retried == 0:
+            self.assertEqual(moved, want_moved)
+        else:  # a re-sent call may have been computed twice
+            for key, n in want_moved.items():
+                self.assertGreaterEqual(moved[key], n, key)
 
         # Again, with the server SIGKILLed before layer 1 of decode step 2 and a
         # new one started (not waited for) on the same port.

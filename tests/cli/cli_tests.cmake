@@ -6,6 +6,9 @@ endif()
 if(TARGET qlayer_cli_lib)
   target_link_libraries(qlayer_cli_tests PRIVATE qlayer_cli_lib)
 endif()
+# The service tests' float64 MoE family reference (moe_cli_test checks
+# qlayer-cli moe --router-logits with it, not with the CLI's own reference).
+target_sources(qlayer_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/service/moe_reference_util.cc)
 # The end-to-end tests run the real programs: build them with the tests.
 foreach(program qlayer-cli qlayer-server qlayer-quantize)
   if(TARGET ${program})

@@ -5,10 +5,16 @@
 //     router writes answers that match the float64 family forward
 //     (client/cli/moe_reference.h: LoadMoEBlock + Dequant + the router in
 //     double, independent of the server's router and experts kernel);
+//   - qlayer-cli moe --router-logits (f32 and numpy's default f64 .npy) routes
+//     by the caller's logits, not the loaded gate's: the routing and the
+//     answer match the service tests' float64 family reference
+//     (tests/service/moe_reference_util.h, DeepseekV3TopkRouter written out);
 //   - qlayer-cli verify passes on the block and fails against another
 //     checkpoint of the same shape;
 //   - qlayer-cli bench reports requests, experts touched and a floor;
 //   - the Python client's moe_forward gives the same answers.
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -22,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/cli/cli_process_util.h"
+#include "tests/service/moe_reference_util.h"
 
 namespace qlayer {
 namespace {
@@ -175,6 +182,95 @@ TEST_F(MoECliTest, MoeCommandWithCallerTopkAndServerRouting) {
            "--output=" + File("y4.npy")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(r.output, "INVALID_ARGUMENT")) << r.output;
+}
+
+TEST_F(MoECliTest, MoeCommandWithCallerRouterLogits) {
+  std::mt19937_64 rng(seed_ + 3);
+  const int64_t T = 16;
+  const Tensor x = RandomX(T, rng);
+  // Caller logits unrelated to x's own (x gate^T): the server must route by
+  // these. N(0, 2): sigmoid scores spread over (0, 1), few near ties.
+  Tensor logits = Tensor::Zeros(DType::kF32, {T, kE});
+  Tensor logits64 = Tensor::Zeros(DType::kF64, {T, kE});
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  std::vector<double> l64(static_cast<size_t>(T * kE));
+  for (int64_t i = 0; i < T * kE; ++i) {
+    logits.as<float>()[i] = d(rng);
+    l64[i] = logits64.as<double>()[i] = logits.as<float>()[i];
+  }
+  ASSERT_TRUE(WriteNpy(File("rx.npy"), x.view()).ok());
+  ASSERT_TRUE(WriteNpy(File("logits.npy"), logits.view()).ok());
+  ASSERT_TRUE(WriteNpy(File("logits64.npy"), logits64.view()).ok());
+
+  testing::MoEReference family(dir_ + "/ckpt", kBlock);
+  ASSERT_TRUE(family.ok());
+  ASSERT_EQ(family.family(), "deepseek_v3");
+  ASSERT_EQ(family.E(), kE);
+  const testing::RefRouting want = family.Route(l64, T);
+  // The caller's logits must route differently from the gate the server
+  // loaded, or this would not tell them apart.
+  const testing::RefRouting own = family.Route(family.Logits(x.view()), T);
+  int differ = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int j = 0; j < kTopK; ++j) differ += want.ids[t * kTopK + j] != own.ids[t * kTopK + j];
+  }
+  ASSERT_GT(differ, 0) << "caller logits route like the loaded gate: pick another seed";
+
+  std::vector<int32_t> first_ids;
+  std::vector<double> first_y;
+  for (const char* file : {"logits.npy", "logits64.npy"}) {
+    SCOPED_TRACE(file);
+    ProgramResult r =
+        Cli({"moe", absl::StrCat("--layer=", kBlock), "--input=" + File("rx.npy"),
+             "--router-logits=" + File(file), "--output=" + File("ry.npy"),
+             "--topk-ids-out=" + File("rids.npy"), "--topk-weights-out=" + File("rw.npy")});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(absl::StrContains(r.output, "caller router logits")) << r.output;
+    auto y = ReadNpy(File("ry.npy"));
+    auto ids = ReadNpy(File("rids.npy"));
+    auto w = ReadNpy(File("rw.npy"));
+    ASSERT_TRUE(y.ok() && ids.ok() && w.ok());
+    ASSERT_EQ(y->shape(), (Shape{T, kH}));
+    ASSERT_EQ(ids->dtype(), DType::kI32);
+    ASSERT_EQ(ids->shape(), (Shape{T, kTopK}));
+    ASSERT_EQ(w->dtype(), DType::kF32);
+    // The routing the server used is the family's for the caller's logits; a
+    // near-tie token (f32 vs f64 may pick either) keeps the server's ids,
+    // weighted the family's way.
+    std::vector<int32_t> used(ids->as<int32_t>(), ids->as<int32_t>() + T * kTopK);
+    std::vector<double> used_w(static_cast<size_t>(T * kTopK));
+    int ties = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const std::vector<double> fw = family.WeightsFor(l64.data() + t * kE, &used[t * kTopK]);
+      ties += want.ambiguous[t];
+      for (int j = 0; j < kTopK; ++j) {
+        const int64_t i = t * kTopK + j;
+        if (!want.ambiguous[t]) EXPECT_EQ(used[i], want.ids[i]) << "token " << t << " slot " << j;
+        EXPECT_NEAR(w->as<float>()[i], fw[j], 1e-4 * std::max(1.0, std::fabs(fw[j])))
+            << "token " << t << " slot " << j;
+        used_w[i] = fw[j];
+      }
+    }
+    EXPECT_LE(ties, 2) << "near ties should be rare for N(0, 2) logits";
+    const std::vector<double> ref = family.Forward(x.view(), used, used_w);
+    double num = 0, den = 0;
+    std::vector<double> got(static_cast<size_t>(T * kH));
+    for (int64_t i = 0; i < T * kH; ++i) {
+      got[i] = y->as<float>()[i];
+      num += (got[i] - ref[i]) * (got[i] - ref[i]);
+      den += ref[i] * ref[i];
+    }
+    EXPECT_LT(std::sqrt(num / den), 1e-2);
+    // f64 logits are converted to f32 by the CLI: the same request, the
+    // same routing and answer.
+    if (first_ids.empty()) {
+      first_ids = used;
+      first_y = got;
+    } else {
+      EXPECT_EQ(used, first_ids);
+      for (int64_t i = 0; i < T * kH; ++i) ASSERT_NEAR(got[i], first_y[i], 1e-6) << i;
+    }
+  }
 }
 
 TEST_F(MoECliTest, VerifyPassesAndCatchesAnotherCheckpoint) {

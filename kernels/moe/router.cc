@@ -89,7 +89,20 @@ void RouteOneToken(const RouterConfig& cfg, const float* logits, const float* bi
     }
   }
 
-  // 4. top-k of the choice scores; 5. weights from the uncorrected scores.
+  // 4. top-k of the choice scores; 5. weights from the uncorrected scores:
+  // renormalised iff norm_topk_prob, then always scaled, for every family.
+  // For DeepSeek-V2 with norm_topk_prob = true the upstreams disagree, and
+  // this is a choice: DeepSeek-V2's own modeling_deepseek.py (MoEGate) does
+  // `if top_k > 1 and norm_topk_prob: renormalise else: *= scaling`, i.e.
+  // renormalises *instead of* scaling; DeepSeek-V3's code renormalises and
+  // then scales, and vLLM's DeepseekV2MoE (one class for V2 and V3:
+  // FusedMoE renormalize=norm_topk_prob, routed_scaling_factor always) does
+  // the same for V2. We follow vLLM / V3: one rule for both families, and the
+  // answers of the engine V2 checkpoints are most often served with, which is
+  // what a remote twin must reproduce; k = 1 renormalises too, as in vLLM.
+  // Released V2 / V2-Lite configs set norm_topk_prob = false, where all of
+  // them agree (scale only). router_test's
+  // DeepseekV2NormTopkProbRenormalisesThenScales pins this.
   TopIndices(choice, E, k, s.order);
   float sum = 0.0f;
   for (int j = 0; j < k; ++j) {

@@ -218,6 +218,51 @@ TEST(RouterTest, DeepseekV2GreedyAndGroupLimitedGreedy) {
   }
 }
 
+// DeepSeek-V2 with norm_topk_prob = true, where the upstreams disagree
+// (router.cc, step 5): qlayer renormalises and then scales, as vLLM's
+// DeepseekV2MoE and DeepSeek-V3's code do, not as DeepSeek-V2's own MoEGate
+// (renormalise *instead of* scaling, and only for top_k > 1). A token's k
+// weights therefore sum to routed_scaling_factor, not 1; with k = 1 the
+// weight is the factor itself, not p * factor. Changing the rule fails here.
+TEST(RouterTest, DeepseekV2NormTopkProbRenormalisesThenScales) {
+  std::mt19937_64 rng(Seed() + 9);
+  for (int k : {6, 1}) {
+    RouterConfig cfg;
+    cfg.topk_method = TopkMethod::kGroupLimitedGreedy;
+    cfg.num_experts = 64;
+    cfg.top_k = k;
+    cfg.n_group = 8;
+    cfg.topk_group = 3;
+    cfg.norm_topk_prob = true;
+    cfg.norm_epsilon = 1e-20f;
+    cfg.routed_scaling_factor = 16.0f;  // DeepSeek-V2's value
+    const int E = 64;
+    const double scale = cfg.routed_scaling_factor;
+    const int64_t T = 33;
+    const std::vector<float> l = RandomLogits(T, E, 2.0, rng);
+    std::vector<int32_t> ids(static_cast<size_t>(T * k), -1);
+    std::vector<float> w(static_cast<size_t>(T * k), NAN);
+    ASSERT_TRUE(ComputeRouting(cfg, l.data(), nullptr, T, ids.data(), w.data()).ok());
+    for (int64_t t = 0; t < T; ++t) {
+      const std::vector<double> p = Softmax(l.data() + t * E, E);
+      double sum_p = 0, sum_w = 0;
+      for (int j = 0; j < k; ++j) {
+        sum_p += p[ids[t * k + j]];
+        sum_w += w[t * k + j];
+      }
+      EXPECT_NEAR(sum_w, scale, 1e-5 * scale) << "k=" << k << " token " << t;
+      for (int j = 0; j < k; ++j) {
+        const double pi = p[ids[t * k + j]];
+        const double renorm_then_scale = pi / (sum_p + 1e-20) * scale;
+        // DeepSeek-V2's modeling_deepseek.py, the rule not taken.
+        const double v2_own = k > 1 ? pi / (sum_p + 1e-20) : pi * scale;
+        EXPECT_NEAR(w[t * k + j], renorm_then_scale, 2e-6 * scale) << "k=" << k << " token " << t;
+        EXPECT_GT(std::fabs(w[t * k + j] - v2_own), 1e-3 * scale) << "k=" << k << " token " << t;
+      }
+    }
+  }
+}
+
 TEST(RouterTest, DeepseekV3SigmoidGroupedWithCorrectionBias) {
   std::mt19937_64 rng(Seed() + 4);
   struct Case {

@@ -19,9 +19,13 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQLAYER_CUDA=${QLA
  && cmake --build /build --target qlayer-server qlayer-cli qlayer-quantize
 
 FROM ${RUNTIME} AS runtime
+# Debian 12's names for the shared libraries the programs link; checked without
+# Docker by tests/deploy/dockerfile_stages_check.sh. The CUDA variant's Ubuntu
+# 24.04 base was never built here and may name some of them differently (its
+# 64-bit time_t transition added "t64" suffixes): pass its list in this ARG.
+ARG RUNTIME_PACKAGES="libgrpc++1.51 libprotobuf32 libabsl20220623 libdnnl2 libgomp1 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 ca-certificates"
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc++1.51 libprotobuf32 libabsl20220623 libdnnl2 libgomp1 \
-      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 ca-certificates \
+      ${RUNTIME_PACKAGES} \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home qlayer
 COPY --from=build /build/server/qlayer-server /build/server/qlayer-quantize /build/client/qlayer-cli /usr/local/bin/

@@ -92,6 +92,19 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
     Unref();
   }
 
+  // What the stream has done so far: answers handed to gRPC (StartWrite),
+  // and whether Finish ran and with which status. For tests, which drive a
+  // reactor without a call (gRPC keeps its operations until one is bound).
+  struct Progress {
+    int64_t answers_written = 0;
+    bool finished = false;
+    grpc::Status status;
+  };
+  Progress progress() const {
+    absl::MutexLock lock(&mu_);
+    return {answers_written_, finished_, finish_status_};
+  }
+
  protected:
   // Registers for draining and starts reading: call last in the most-derived
   // constructor (a read may complete on another thread at once).
@@ -158,6 +171,7 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
     writing_ = std::move(ready_.front());
     ready_.pop_front();
     write_in_flight_ = true;
+    ++answers_written_;
     this->StartWrite(&writing_);
   }
 
@@ -179,17 +193,21 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || write_in_flight_) return;
     if (cancelled_local_) {
-      finished_ = true;
-      this->Finish(grpc::Status::CANCELLED);
+      FinishLocked(grpc::Status::CANCELLED);
       return;
     }
     if ((reads_done_ || draining_) && pending_ == 0 && ready_.empty()) {
-      finished_ = true;
-      this->Finish(reads_done_ ? grpc::Status::OK
+      FinishLocked(reads_done_ ? grpc::Status::OK
                                : grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                               "qlayer-server is shutting down; every request "
                                               "accepted on this stream was answered"));
     }
+  }
+
+  void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    finished_ = true;
+    finish_status_ = status;
+    this->Finish(std::move(status));
   }
 
   StreamRegistry* const registry_;
@@ -209,6 +227,8 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_local_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+  int64_t answers_written_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace qlayer

@@ -54,19 +54,26 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
       return;
     }
     {
-      // A read that completes after Finish (draining) carries a request no
-      // one will answer, and no further read may start.
+      // A read that completes after Finish carries a request no one will
+      // answer, and no further read may start.
       absl::MutexLock lock(&mu_);
       if (finished_) return;
+      // Counted from here, under the lock Drain() takes: HandleRequest runs
+      // unlocked, and a Drain() between this read and its BeginPending()
+      // would otherwise see nothing owed and finish the stream, dropping the
+      // answer of a request that is then computed.
+      ++admitting_;
     }
     HandleRequest(std::move(reading_));
     absl::MutexLock lock(&mu_);
+    --admitting_;
     if (finished_) return;
     if (InflightLocked() >= max_inflight_) {
       read_paused_ = true;
     } else {
       StartReadLocked();
     }
+    MaybeFinishLocked();  // a Drain() that came during HandleRequest
   }
 
   void OnWriteDone(bool ok) override {
@@ -196,7 +203,7 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
       FinishLocked(grpc::Status::CANCELLED);
       return;
     }
-    if ((reads_done_ || draining_) && pending_ == 0 && ready_.empty()) {
+    if ((reads_done_ || draining_) && admitting_ == 0 && pending_ == 0 && ready_.empty()) {
       FinishLocked(reads_done_ ? grpc::Status::OK
                                : grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                               "qlayer-server is shutting down; every request "
@@ -221,6 +228,7 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   std::deque<Response> ready_ ABSL_GUARDED_BY(mu_);
   Response writing_ ABSL_GUARDED_BY(mu_);  // borrowed by gRPC until OnWriteDone
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t admitting_ ABSL_GUARDED_BY(mu_) = 0;  // read, in HandleRequest
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -11,6 +11,16 @@
 // reactor alive; the last Unref deletes it. OnCancel raises the shared
 // `cancelled` flag (queued work for this stream is then dropped, never
 // computed), discards unsent answers and finishes the call.
+//
+// Draining (SIGTERM): the stream keeps reading. Requests read from then on
+// are refused, each with its own UNAVAILABLE answer (Refuse), and the stream
+// finishes once the client half-closes and everything owed is written --
+// not as soon as nothing is owed, because finishing while the client still
+// writes leaves requests unanswered and, once the server closes the
+// connection with their bytes unread, makes Linux reset it, discarding
+// answers not yet delivered (RELIABILITY.md, drain). For clients that never
+// half-close, the server finishes drained streams that owe nothing and have
+// read nothing for a while (FinishIfIdle), with a status saying so.
 #ifndef QLAYER_SERVER_SERVICE_PIPELINED_REACTOR_H_
 #define QLAYER_SERVER_SERVICE_PIPELINED_REACTOR_H_
 
@@ -22,7 +32,10 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "grpcpp/support/server_callback.h"
 #include "grpcpp/support/status.h"
 #include "server/service/stream_registry.h"
@@ -43,7 +56,20 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   void Drain() override {
     absl::MutexLock lock(&mu_);
     draining_ = true;
-    MaybeFinishLocked();
+  }
+
+  void FinishIfIdle(absl::Time read_before) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || !draining_ || write_in_flight_ || admitting_ > 0 || pending_ > 0 ||
+        !ready_.empty() || last_read_ >= read_before) {
+      return;
+    }
+    FinishLocked(grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("qlayer-server is draining: every request read on this stream was answered (",
+                     refused_,
+                     " refused without being computed); requests sent after this were not "
+                     "read: send them again (to another server)")));
   }
 
   void OnReadDone(bool ok) override {
@@ -63,6 +89,7 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
       // would otherwise see nothing owed and finish the stream, dropping the
       // answer of a request that is then computed.
       ++admitting_;
+      last_read_ = absl::Now();
     }
     HandleRequest(std::move(reading_));
     absl::MutexLock lock(&mu_);
@@ -116,6 +143,10 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   // Registers for draining and starts reading: call last in the most-derived
   // constructor (a read may complete on another thread at once).
   void Start() {
+    {
+      absl::MutexLock lock(&mu_);
+      last_read_ = absl::Now();
+    }
     registry_->Add(this);
     absl::MutexLock lock(&mu_);
     if (!finished_) StartReadLocked();
@@ -135,6 +166,13 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   // Queues an answer to write.
   void Answer(Response response) {
     absl::MutexLock lock(&mu_);
+    PushLocked(std::move(response));
+  }
+  // Queues the answer of a request refused because the server is draining
+  // (counted for the stream's final status).
+  void Refuse(Response response) {
+    absl::MutexLock lock(&mu_);
+    ++refused_;
     PushLocked(std::move(response));
   }
   // A request handed to another thread: keeps the stream (and this object)
@@ -195,19 +233,23 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   }
 
   // Finishes once nothing is left to write: after a cancel at once; else
-  // when the client half-closed (or the server drains) and every accepted
-  // request is answered.
+  // when the client half-closed and every request read is answered (also
+  // while draining: see the top of the file; FinishIfIdle covers clients
+  // that never half-close).
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || write_in_flight_) return;
     if (cancelled_local_) {
       FinishLocked(grpc::Status::CANCELLED);
       return;
     }
-    if ((reads_done_ || draining_) && admitting_ == 0 && pending_ == 0 && ready_.empty()) {
-      FinishLocked(reads_done_ ? grpc::Status::OK
-                               : grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                              "qlayer-server is shutting down; every request "
-                                              "accepted on this stream was answered"));
+    if (reads_done_ && admitting_ == 0 && pending_ == 0 && ready_.empty()) {
+      FinishLocked(refused_ == 0
+                       ? grpc::Status::OK
+                       : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                      absl::StrCat("qlayer-server is draining: ", refused_,
+                                                   " request(s) on this stream were answered "
+                                                   "UNAVAILABLE without being computed; every "
+                                                   "request was answered")));
     }
   }
 
@@ -229,6 +271,8 @@ class PipelinedReactor : public grpc::ServerBidiReactor<Request, Response>, publ
   Response writing_ ABSL_GUARDED_BY(mu_);  // borrowed by gRPC until OnWriteDone
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t admitting_ ABSL_GUARDED_BY(mu_) = 0;  // read, in HandleRequest
+  int64_t refused_ ABSL_GUARDED_BY(mu_) = 0;    // answered by Refuse
+  absl::Time last_read_ ABSL_GUARDED_BY(mu_);   // of a request (or the start)
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;

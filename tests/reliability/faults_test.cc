@@ -260,9 +260,8 @@ TEST_F(Faults, DeadlinesExpiringInTheQueueAreNeverComputed) {
 // The work is made slow (one worker, one row per batch, the scalar reference
 // kernel) rather than large: each stream's 24 one-row requests (48 KiB) fit
 // in HTTP/2's initial 64 KiB stream window, so they have all reached the
-// server when the signal comes. A client still pushing data as the server
-// closes can lose the last answers to a TCP reset (RELIABILITY.md, the drain
-// finding); that case is reported there, not asserted here.
+// server when the signal comes. Clients still writing through the drain:
+// the next test.
 TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
   constexpr double kGrace = 20;
   ServerProcess server(dir_->path(), {"--workers", "1", "--max-batch-rows", "1", "--kernel",

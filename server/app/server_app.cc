@@ -1,10 +1,15 @@
 #include "server/app/server_app.h"
 
+#include <algorithm>
 #include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "qlayer/kernels/status_macros.h"
@@ -13,6 +18,12 @@
 
 namespace qlayer {
 namespace {
+
+// While draining, a stream whose client has not half-closed is finished
+// once it owes nothing and has read no request for this long: qlayer::Client
+// and the Python client keep their streams open for the next call. Long
+// enough that a client still sending its last requests is not cut off.
+constexpr absl::Duration kDrainQuiet = absl::Milliseconds(500);
 
 // "127.0.0.1:0" -> "127.0.0.1:<port>"; "[::1]:0" -> "[::1]:<port>".
 std::string WithPort(const std::string& listen, int port) {
@@ -112,12 +123,33 @@ void ServerApp::Drain(absl::Duration grace) {
   QLAYER_LOG(INFO) << "draining: health NOT_SERVING, " << served_->streams().size()
                    << " open stream(s) finish their accepted requests (grace "
                    << absl::FormatDuration(grace) << ")";
+  const absl::Time deadline = absl::Now() + grace;
+  // Past this, streams that owe nothing are finished however recently they
+  // read; the rest of the grace lets their statuses go out.
+  const absl::Time quiet_until = deadline - std::min(grace / 10, absl::Seconds(1));
   health_->SetServing(false);
-  served_->streams().DrainAll();
+  StreamRegistry& streams = served_->streams();
+  streams.DrainAll();
+  absl::Notification stopped;
+  std::thread finisher([&] {
+    while (!stopped.WaitForNotificationWithTimeout(absl::Milliseconds(20))) {
+      const absl::Time now = absl::Now();
+      streams.FinishIdle(now < quiet_until ? now - kDrainQuiet : absl::InfiniteFuture());
+    }
+  });
+  // The streams end before Server::Shutdown, not under it: after its GOAWAY
+  // gRPC closes a connection as soon as its last stream ends, and a close
+  // with request bytes still unread in the socket makes Linux reset the
+  // connection, discarding answers not yet delivered. Until then the
+  // connections stay open, so whatever clients still send is read (and
+  // refused) and every answer reaches them.
+  streams.AwaitEmpty(quiet_until);
   health_->Shutdown();
-  // Refuses new calls; waits for the streams above to finish, at most
-  // `grace`, then cancels the rest.
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  // Refuses new calls; waits for streams still open, at most until the
+  // deadline, then cancels them.
+  server_->Shutdown(absl::ToChronoTime(deadline));
+  stopped.Notify();
+  finisher.join();
   scheduler_->Shutdown();
   server_->Wait();
   QLAYER_LOG(INFO) << "drained";

@@ -60,8 +60,11 @@ class ServerApp {
   ServerMetrics& metrics_registry() { return *metrics_; }
 
   // Stops serving gracefully: health NOT_SERVING; open streams answer what
-  // they accepted and end (UNAVAILABLE); new calls are refused; after
-  // `grace`, whatever is left is cancelled. Returns when all is stopped.
+  // they accepted, refuse (with an UNAVAILABLE answer each) what arrives
+  // after, and end when their clients half-close -- or, for clients that
+  // never do, once they owe nothing and have been quiet for kDrainQuiet;
+  // new calls are refused; then the connections close, and after `grace`
+  // whatever is left is cancelled. Returns when all is stopped.
   // Idempotent and thread-safe.
   void Drain(absl::Duration grace);
 

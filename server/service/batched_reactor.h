@@ -42,7 +42,7 @@ class BatchedReactor : public PipelinedReactor<Request, Response> {
   // The layer `request` names when this stream serves its kind, and its
   // metrics. Otherwise nullptr, the request already answered: NOT_FOUND,
   // INVALID_ARGUMENT for a layer of the other kind, UNAVAILABLE while the
-  // server drains.
+  // server drains (Refuse: the stream's final status counts these).
   const ServedLayer* Admit(const Request& request, absl::Time arrival) {
     const uint64_t id = request.request_id();
     const ServedLayer* layer = served_->Find(request.layer());
@@ -66,8 +66,11 @@ class BatchedReactor : public PipelinedReactor<Request, Response> {
       return nullptr;
     }
     if (this->draining()) {
-      Reject(id, absl::UnavailableError("qlayer-server is shutting down"), arrival,
-             MetricsOf(*layer));
+      this->Refuse(ErrorResponse(
+          id,
+          absl::UnavailableError("qlayer-server is draining (shutting down): request not "
+                                 "computed; send it again (to another server)"),
+          arrival, MetricsOf(*layer)));
       return nullptr;
     }
     return layer;

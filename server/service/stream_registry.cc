@@ -24,11 +24,20 @@ void StreamRegistry::Remove(DrainableStream* s) {
 }
 
 void StreamRegistry::DrainAll() {
+  ForEach([](DrainableStream* s) { s->Drain(); }, /*start_draining=*/true);
+}
+
+void StreamRegistry::FinishIdle(absl::Time read_before) {
+  ForEach([read_before](DrainableStream* s) { s->FinishIfIdle(read_before); },
+          /*start_draining=*/false);
+}
+
+void StreamRegistry::ForEach(const std::function<void(DrainableStream*)>& f, bool start_draining) {
   std::vector<DrainableStream*> streams;
   {
     absl::MutexLock lock(&mu_);
-    draining_ = true;
-    // A ref keeps each stream alive after the lock is released: Drain() may
+    if (start_draining) draining_ = true;
+    // A ref keeps each stream alive after the lock is released: `f` may
     // lead to Finish() and OnDone(), which calls Remove().
     for (DrainableStream* s : streams_) {
       s->Ref();
@@ -36,9 +45,15 @@ void StreamRegistry::DrainAll() {
     }
   }
   for (DrainableStream* s : streams) {
-    s->Drain();
+    f(s);
     s->Unref();
   }
+}
+
+bool StreamRegistry::AwaitEmpty(absl::Time until) const {
+  absl::MutexLock lock(&mu_);
+  auto empty = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return streams_.empty(); };
+  return mu_.AwaitWithDeadline(absl::Condition(&empty), until);
 }
 
 bool StreamRegistry::draining() const {

@@ -4,7 +4,7 @@ namespace qlayer {
 
 Scheduler::Scheduler(const Model& model, const SchedulerOptions& options,
                      const std::function<BatchObserver*(const std::string&)>& observer_for)
-    : pool_(options.workers) {
+    : pool_(options.workers, options.worker_spin_us) {
   for (const auto& layer : model.linears()) {
     BatchObserver* observer = observer_for ? observer_for(layer->name()) : nullptr;
     queues_[layer->name()] = std::make_unique<BatchQueue>(*layer, pool_, options.queue, observer);

@@ -19,6 +19,7 @@ namespace qlayer {
 
 struct SchedulerOptions {
   int workers = 0;  // <= 0: one per hardware thread
+  int worker_spin_us = 0;  // an idle worker polls this long before sleeping
   BatchQueueOptions queue;
 };
 

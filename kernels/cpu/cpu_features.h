@@ -14,7 +14,8 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
   // AVX512_BF16 in hardware, whatever QLAYER_CPU_DISABLE hides from our
-  // kernels: it is what oneDNN's bf16 matmul runs on.
+  // kernels: it is what oneDNN's bf16 matmul runs on natively (else emulated
+  // on AVX-512, or none on AVX2), so it moves our kernels' crossovers.
   bool hw_avx512_bf16 = false;
   // The environment can hide features to exercise fallbacks on a machine
   // that has them: QLAYER_CPU_DISABLE is a comma-separated list of

@@ -21,6 +21,14 @@ constexpr int64_t kAvx512MaxM = 32;
 // (the AVX2 kernel then runs only if the AVX-512 one is disabled), oneDNN's
 // bf16 matmul overtakes it between M = 1 (1.4-2.7x) and M = 4 (0.6-0.8x).
 int64_t Avx2MaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 2 : 64; }
+// cpu_avx512fma_w4a16 serves an AVX-512 CPU without AVX512_BF16, where
+// oneDNN 2.6 emulates its bf16 matmul on AVX512_CORE (measured with
+// ONEDNN_MAX_CPU_ISA=AVX512_CORE QLAYER_CPU_DISABLE=avx512bf16): provisional,
+// set from the measured crossover in a later commit.
+// Where the hardware has AVX512_BF16 (reached only with the BF16 kernel
+// hidden or disabled), oneDNN runs native bf16: provisional. Either value stays
+// <= kAvx512MaxM, so with the BF16 kernel present this one is never chosen.
+int64_t Avx512FmaMaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 16 : 32; }
 
 KernelFactory GemvFactory(const char* name, GemvIsa isa, int bits, int priority, int64_t max_m) {
   KernelFactory f;
@@ -43,6 +51,14 @@ KernelFactory CpuAvx512W4A16KernelFactory() {
 }
 KernelFactory CpuAvx512W8A16KernelFactory() {
   return GemvFactory("cpu_avx512_w8a16", GemvIsa::kAvx512, 8, 11, kAvx512MaxM);
+}
+// Priorities 12 and 13: after the BF16 kernels (whose max_m covers this
+// one's wherever both can run), before AVX2.
+KernelFactory CpuAvx512FmaW4A16KernelFactory() {
+  return GemvFactory("cpu_avx512fma_w4a16", GemvIsa::kAvx512Fma, 4, 12, Avx512FmaMaxM());
+}
+KernelFactory CpuAvx512FmaW8A16KernelFactory() {
+  return GemvFactory("cpu_avx512fma_w8a16", GemvIsa::kAvx512Fma, 8, 13, Avx512FmaMaxM());
 }
 KernelFactory CpuAvx2W4A16KernelFactory() {
   return GemvFactory("cpu_avx2_w4a16", GemvIsa::kAvx2, 4, 20, Avx2MaxM());

@@ -11,6 +11,8 @@ KernelFactory OnednnDenseKernelFactory();   // kernels/cpu/onednn
 // kernels/cpu/quant_gemv_kernels.cc (inner loops in cpu/avx512, cpu/avx2)
 KernelFactory CpuAvx512W4A16KernelFactory();
 KernelFactory CpuAvx512W8A16KernelFactory();
+KernelFactory CpuAvx512FmaW4A16KernelFactory();
+KernelFactory CpuAvx512FmaW8A16KernelFactory();
 KernelFactory CpuAvx2W4A16KernelFactory();
 KernelFactory CpuAvx2W8A16KernelFactory();
 #ifdef QLAYER_HAVE_CUDA
@@ -27,6 +29,8 @@ std::vector<KernelFactory> BuiltinLinearKernels() {
   v.push_back(OnednnDenseKernelFactory());
   v.push_back(CpuAvx512W4A16KernelFactory());
   v.push_back(CpuAvx512W8A16KernelFactory());
+  v.push_back(CpuAvx512FmaW4A16KernelFactory());
+  v.push_back(CpuAvx512FmaW8A16KernelFactory());
   v.push_back(CpuAvx2W4A16KernelFactory());
   v.push_back(CpuAvx2W8A16KernelFactory());
 #ifdef QLAYER_HAVE_CUDA

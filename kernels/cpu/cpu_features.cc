@@ -4,8 +4,11 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
-#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 
 namespace qlayer {
 namespace {
@@ -47,10 +50,19 @@ CpuFeatures Detect() {
 
   if (const char* env = std::getenv("QLAYER_CPU_DISABLE")) {
     f.disabled_by_env = env;
-    if (absl::StrContains(env, "avx512")) {
-      f.avx512 = f.avx512_bf16 = f.avx512_vnni = false;
+    std::vector<absl::string_view> unknown;
+    for (absl::string_view t : absl::StrSplit(env, ',', absl::SkipWhitespace())) {
+      if (t == "avx512") {
+        f.avx512 = f.avx512_bf16 = f.avx512_vnni = false;
+      } else if (t == "avx512bf16" || t == "avx512_bf16") {
+        f.avx512_bf16 = false;
+      } else if (t == "avx2") {
+        f.avx2 = false;
+      } else {
+        unknown.push_back(t);
+      }
     }
-    if (absl::StrContains(env, "avx2")) f.avx2 = false;
+    f.unknown_by_env = absl::StrJoin(unknown, ",");
   }
   return f;
 }

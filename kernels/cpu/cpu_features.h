@@ -14,11 +14,20 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
   // AVX512_BF16 in hardware, whatever QLAYER_CPU_DISABLE hides from our
-  // kernels: it is what oneDNN's bf16 matmul runs on.
+  // kernels: it is what oneDNN's bf16 matmul runs on natively (else emulated
+  // on AVX-512, or none on AVX2), so it moves our kernels' crossovers.
   bool hw_avx512_bf16 = false;
-  // The environment can hide features (QLAYER_CPU_DISABLE=avx512,avx2) to
-  // exercise fallbacks on a machine that has them.
+  // The environment can hide features to exercise fallbacks on a machine
+  // that has them: QLAYER_CPU_DISABLE is a comma-separated list of
+  //   avx512bf16  AVX512_BF16 only (an AVX-512 CPU like Skylake-SP, Cascade
+  //               Lake or Ice Lake: cpu_avx512fma_* instead of cpu_avx512_*)
+  //   avx512      all of AVX-512
+  //   avx2        AVX2 (with avx512: a CPU for the reference / oneDNN only)
+  // Tokens are matched whole ("avx512bf16" does not hide all of AVX-512);
+  // unknown ones are kept in unknown_by_env, which rejections name so a typo
+  // does not pass for a fallback.
   std::string disabled_by_env;
+  std::string unknown_by_env;
 };
 
 // Detected once per process.

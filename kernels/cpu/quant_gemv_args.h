@@ -1,6 +1,7 @@
 // The contract between the generic quantized GEMV kernel
 // (quant_gemv_kernel.cc: repack, activation prep, threading) and its ISA
-// inner loops (avx512/quant_gemv_avx512.cc, avx2/quant_gemv_avx2.cc).
+// inner loops (avx512/quant_gemv_avx512.cc: AVX512_BF16 dot products,
+// avx512/quant_gemv_avx512_fma.cc: AVX-512 F/BW FMA, avx2/quant_gemv_avx2.cc).
 //
 // Plain structs and free functions only: the ISA files are compiled with
 // their own -m flags, so nothing inline with external linkage (std
@@ -8,9 +9,9 @@
 // could keep an AVX-512 copy for code that runs on any CPU.
 //
 // Packed weight (built by Prepare, read by the inner loops):
-//   The N columns are cut into blocks of block_n (64 for AVX-512, 32 for
-//   AVX2; the last block zero-padded). Each block is one contiguous run of
-//   block_bytes, so a thread streams its blocks front to back. Within a block,
+//   The N columns are cut into blocks of block_n (64 for both AVX-512 loops,
+//   which read the same layout, 32 for AVX2; the last block zero-padded). Each block is one
+//   contiguous run of block_bytes, so a thread streams its blocks front to back. Within a block,
 //   per segment (a quantization group, its rows made contiguous and padded
 //   to the step size):
 //     weights  steps x step_bytes   (layout per ISA, see its file)
@@ -22,8 +23,8 @@
 // Math: for row r, segment s with sum xs = sum of r's activations over s,
 //   acc = sum_k x[k] * (offset + q[k])       (the inner loop, f32)
 //   y  += scale * acc - scale * (offset + zero) * xs
-// offset is what the ISA's cheap unpack adds to each q (AVX-512: 16 for
-// 4-bit, 272 for 8-bit; AVX2: 0).
+// offset is what the ISA's cheap unpack adds to each q (AVX-512, both loops:
+// 16 for 4-bit, 272 for 8-bit; AVX2: 0).
 #ifndef QLAYER_KERNELS_CPU_QUANT_GEMV_ARGS_H_
 #define QLAYER_KERNELS_CPU_QUANT_GEMV_ARGS_H_
 
@@ -57,7 +58,8 @@ struct Args {
   const float* bias = nullptr;  // [blocks * block_n] f32, or null
 
   // Activations, prepared per call: `rows` rows of act_stride elements
-  // (bf16 planes for AVX-512, f32 for AVX2), row r = m * planes + plane.
+  // (bf16 planes for AVX-512 BF16, f32 for AVX-512 FMA and AVX2), row
+  // r = m * planes + plane.
   const void* act = nullptr;
   int64_t act_stride = 0;
   const float* xsum = nullptr;  // [rows][num_segments]
@@ -87,11 +89,13 @@ struct PrepArgs {
   float* xsum = nullptr;  // plane p's sums at xsum + p * num_segments
 };
 void PrepareRowAvx512(const PrepArgs& p);
+void PrepareRowAvx512Fma(const PrepArgs& p);
 void PrepareRowAvx2(const PrepArgs& p);
 
 // Computes output columns of blocks [block_begin, block_end). y_tile is
 // scratch of rows * block_n floats owned by the calling thread.
 void QuantGemvAvx512(const Args& a, int64_t block_begin, int64_t block_end, float* y_tile);
+void QuantGemvAvx512Fma(const Args& a, int64_t block_begin, int64_t block_end, float* y_tile);
 void QuantGemvAvx2(const Args& a, int64_t block_begin, int64_t block_end, float* y_tile);
 
 }  // namespace qlayer::gemv

@@ -22,23 +22,30 @@ constexpr int64_t kAlign = 64;
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // How one ISA lays out a weight block; the inner loops that read it are in
-// avx512/quant_gemv_avx512.cc and avx2/quant_gemv_avx2.cc.
+// avx512/quant_gemv_avx512.cc, avx512/quant_gemv_avx512_fma.cc and
+// avx2/quant_gemv_avx2.cc.
 struct IsaLayout {
   int64_t block_n;      // columns per block
   int64_t step_rows;    // input rows per inner-loop step
   int64_t step_bytes;   // packed bytes per step
-  int64_t act_per_row;  // activation elements per input row (AVX-512 8-bit: 2)
+  int64_t act_per_row;  // activation elements per input row (AVX-512 BF16 8-bit: 2)
   float offset;         // added to q by the unpack
   int64_t max_steps;    // steps per segment at most (4 KiB of weights per block)
 };
 
+bool UsesAvx512Layout(GemvIsa isa) { return isa != GemvIsa::kAvx2; }
+
 IsaLayout LayoutFor(GemvIsa isa, int bits) {
-  if (isa == GemvIsa::kAvx512) {
+  if (UsesAvx512Layout(isa)) {
     // One 64-byte line per step = 64 columns x 2 rows of nibbles. An 8-bit
     // row is two nibble rows (hi, paired with 16*x, and lo, with x), so one
     // real row per step; the unpack adds 16 to each nibble:
-    // 16*(16+hi) + (16+lo) = q + 272.
-    return bits == 4 ? IsaLayout{64, 2, 64, 1, 16.0f, 64} : IsaLayout{64, 1, 64, 2, 272.0f, 64};
+    // 16*(16+hi) + (16+lo) = q + 272. The BF16 loop reads 8-bit activations
+    // as the pair (16x, x); the FMA loop forms 16*(16+hi) + (16+lo) itself
+    // and reads one f32 per row.
+    const int64_t act_per_row = bits == 8 && isa == GemvIsa::kAvx512 ? 2 : 1;
+    return bits == 4 ? IsaLayout{64, 2, 64, 1, 16.0f, 64}
+                     : IsaLayout{64, 1, 64, act_per_row, 272.0f, 64};
   }
   // One 32-bit word per column holds 8 (4-bit) or 4 (8-bit) consecutive
   // rows, as in the canonical qweight; 32 columns = 128 bytes per step.
@@ -82,21 +89,44 @@ gemv::OutKind OutKindOf(DType t) {
   }
 }
 
+// " (QLAYER_CPU_DISABLE=...)" when the environment hides features, so a
+// rejection says whether the CPU or the switch decided it.
+std::string EnvNote(const CpuFeatures& f) {
+  if (f.disabled_by_env.empty()) return "";
+  return absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env,
+                      f.unknown_by_env.empty() ? "" : absl::StrCat("; unknown: ", f.unknown_by_env),
+                      ")");
+}
+
 // OK when the CPU (and QLAYER_CPU_DISABLE) allow the ISA's inner loop.
-absl::Status CheckIsa(GemvIsa isa) {
+absl::Status CheckIsa(GemvIsa isa, int bits) {
   const CpuFeatures& f = GetCpuFeatures();
-  const bool env = !f.disabled_by_env.empty();
-  if (isa == GemvIsa::kAvx512 && !f.avx512_bf16) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CPU lacks AVX-512 F/BW/VL/DQ + AVX512_BF16 with OS zmm state",
-                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
+  switch (isa) {
+    case GemvIsa::kAvx512:
+      if (!f.avx512) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("CPU lacks AVX-512 F/BW/VL/DQ with OS zmm state", EnvNote(f)));
+      }
+      if (!f.avx512_bf16) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("CPU lacks AVX512_BF16 (vdpbf16ps); cpu_avx512fma_w", bits,
+                         "a16 runs the AVX-512 FMA loop instead", EnvNote(f)));
+      }
+      return absl::OkStatus();
+    case GemvIsa::kAvx512Fma:
+      if (!f.avx512) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("CPU lacks AVX-512 F/BW/VL/DQ with OS zmm state", EnvNote(f)));
+      }
+      return absl::OkStatus();
+    case GemvIsa::kAvx2:
+      if (!f.avx2) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("CPU lacks AVX2 + FMA + F16C with OS ymm state", EnvNote(f)));
+      }
+      return absl::OkStatus();
   }
-  if (isa == GemvIsa::kAvx2 && !f.avx2) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CPU lacks AVX2 + FMA + F16C with OS ymm state",
-                     env ? absl::StrCat(" (QLAYER_CPU_DISABLE=", f.disabled_by_env, ")") : ""));
-  }
-  return absl::OkStatus();
+  return absl::InternalError("unknown GemvIsa");
 }
 
 struct FreeDeleter {
@@ -125,7 +155,7 @@ class QuantGemvKernel final : public LinearKernel {
 
   absl::Status Prepare(const QuantizedLinear& w, const Device& device) override {
     QLAYER_RETURN_IF_ERROR(CheckCpuDevice(device));
-    QLAYER_RETURN_IF_ERROR(CheckIsa(isa_));  // even when created without selection
+    QLAYER_RETURN_IF_ERROR(CheckIsa(isa_, bits_));  // even when created without selection
     QLAYER_RETURN_IF_ERROR(w.Validate());
     if (WeightBits(w.wtype) != bits_) {
       return absl::InvalidArgumentError(
@@ -187,10 +217,16 @@ class QuantGemvKernel final : public LinearKernel {
       float* y_tile = tile.data();
       y_tile += (16 - reinterpret_cast<uintptr_t>(y_tile) / sizeof(float) % 16) % 16;
       const int64_t b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads;
-      if (isa == GemvIsa::kAvx512) {
-        gemv::QuantGemvAvx512(a, b0, b1, y_tile);
-      } else {
-        gemv::QuantGemvAvx2(a, b0, b1, y_tile);
+      switch (isa) {
+        case GemvIsa::kAvx512:
+          gemv::QuantGemvAvx512(a, b0, b1, y_tile);
+          break;
+        case GemvIsa::kAvx512Fma:
+          gemv::QuantGemvAvx512Fma(a, b0, b1, y_tile);
+          break;
+        case GemvIsa::kAvx2:
+          gemv::QuantGemvAvx2(a, b0, b1, y_tile);
+          break;
       }
     });
     return absl::OkStatus();
@@ -318,7 +354,7 @@ class QuantGemvKernel final : public LinearKernel {
 
   // Writes value q of step-row r, block column c into the step at sp.
   void PutWeight(uint8_t* sp, int64_t c, int64_t r, uint32_t q) const {
-    if (isa_ == GemvIsa::kAvx512) {
+    if (UsesAvx512Layout(isa_)) {
       int64_t byte;
       int shift;
       if (bits_ == 4) {
@@ -339,20 +375,25 @@ class QuantGemvKernel final : public LinearKernel {
   }
 
   // Builds the rows the inner loop reads (see quant_gemv_args.h): input rows
-  // in padded (act-order) row order; for AVX-512 split into bf16 planes
+  // in padded (act-order) row order; for AVX-512 BF16 split into bf16 planes
   // (bf16 1, f16 2, f32 3 planes, whose sum is exactly x), and for 8-bit
-  // weights each value as the pair (16 * x, x); for AVX2 in f32. Also the
+  // weights each value as the pair (16 * x, x); for AVX-512 FMA and AVX2 in
+  // f32, once per call (the FMA loops then broadcast f32 directly). Also the
   // per-segment sums of each row. Rows that act-order permutes (or pads)
   // are first gathered to f32, which is exact.
   void PrepareActivations(const ConstTensorView& x, gemv::Args& a) const {
     const int64_t M = x.dim(0);
-    const bool avx512 = isa_ == GemvIsa::kAvx512;
-    const int planes = !avx512 ? 1 : x.dtype == DType::kBF16 ? 1 : x.dtype == DType::kF16 ? 2 : 3;
+    const bool bf16_planes = isa_ == GemvIsa::kAvx512;
+    const int planes = !bf16_planes              ? 1
+                       : x.dtype == DType::kBF16 ? 1
+                       : x.dtype == DType::kF16  ? 2
+                                                 : 3;
+    const size_t act_elt = bf16_planes ? 2 : 4;
     const int64_t stride = RoundUp(K_pad_ * layout_.act_per_row, 32);
     const int64_t rows = M * planes;
     const int64_t S = static_cast<int64_t>(segments_.size());
     CallScratch& cs = t_call_scratch;
-    const size_t act_bytes = static_cast<size_t>(rows * stride) * (avx512 ? 2 : 4);
+    const size_t act_bytes = static_cast<size_t>(rows * stride) * act_elt;
     if (cs.act.size() < act_bytes + kAlign) cs.act.resize(act_bytes + kAlign);
     if (cs.xsum.size() < static_cast<size_t>(rows * S)) cs.xsum.resize(rows * S);
     if (!perm_.empty() && cs.gathered.size() < static_cast<size_t>(K_pad_)) {
@@ -384,12 +425,18 @@ class QuantGemvKernel final : public LinearKernel {
         p.x = g;
         p.in = gemv::InKind::kF32;
       }
-      p.act = act + static_cast<size_t>(m * planes * stride) * (avx512 ? 2 : 4);
+      p.act = act + static_cast<size_t>(m * planes * stride) * act_elt;
       p.xsum = cs.xsum.data() + m * planes * S;
-      if (avx512) {
-        gemv::PrepareRowAvx512(p);
-      } else {
-        gemv::PrepareRowAvx2(p);
+      switch (isa_) {
+        case GemvIsa::kAvx512:
+          gemv::PrepareRowAvx512(p);
+          break;
+        case GemvIsa::kAvx512Fma:
+          gemv::PrepareRowAvx512Fma(p);
+          break;
+        case GemvIsa::kAvx2:
+          gemv::PrepareRowAvx2(p);
+          break;
       }
     }
     a.act = act;
@@ -430,7 +477,7 @@ absl::Status QuantGemvCanImplement(GemvIsa isa, int bits, const LinearSpec& spec
         "handles ", bits, "-bit weights (", bits == 4 ? "uint4, uint4b8" : "uint8, uint8b128",
         "), not ", WeightTypeName(spec.wtype)));
   }
-  return CheckIsa(isa);
+  return CheckIsa(isa, bits);
 }
 
 }  // namespace qlayer

@@ -1,5 +1,6 @@
 // The quantized GEMV/small-GEMM kernels for few rows (decode), W4A16 and
-// W8A16, on AVX-512 (BF16 dot products) and AVX2 (FMA). This class holds
+// W8A16, on AVX-512 with AVX512_BF16 (dot products), AVX-512 without it
+// (F/BW unpack, FMA) and AVX2 (FMA). This class holds
 // what is ISA-independent and is compiled without ISA flags: the repack at
 // Prepare (act-order permutation, N blocks, per-ISA weight interleave,
 // scales next to weights), the per-call activation prep, and threading over
@@ -16,7 +17,9 @@
 
 namespace qlayer {
 
-enum class GemvIsa : uint8_t { kAvx512, kAvx2 };
+// Which inner loop a kernel runs. kAvx512 and kAvx512Fma share the packed
+// layout; kAvx512Fma needs no AVX512_BF16.
+enum class GemvIsa : uint8_t { kAvx512, kAvx512Fma, kAvx2 };
 
 // A kernel for `bits`-bit weights (4: uint4/uint4b8, 8: uint8/uint8b128).
 std::unique_ptr<LinearKernel> MakeQuantGemvKernel(GemvIsa isa, int bits, std::string name);

@@ -20,7 +20,22 @@ constexpr int64_t kAvx512MaxM = 32;
 // at M = 2, 0.9-2.0x at 8-16, 1.0-1.5x at 64. Where the hardware has AVX512_BF16
 // (the AVX2 kernel then runs only if the AVX-512 one is disabled), oneDNN's
 // bf16 matmul overtakes it between M = 1 (1.4-2.7x) and M = 4 (0.6-0.8x).
+// On an AVX-512 CPU without AVX512_BF16 the AVX-512 FMA kernel's max_m
+// (below) covers these 64 rows: AVX2 runs there only with AVX-512 hidden.
 int64_t Avx2MaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 2 : 64; }
+// cpu_avx512fma_w4a16 serves an AVX-512 CPU without AVX512_BF16, where
+// onednn_dense still picks bf16 weights and oneDNN 2.6 emulates the bf16
+// matmul on AVX512_CORE. Measured so (ONEDNN_MAX_CPU_ISA=AVX512_CORE
+// QLAYER_CPU_DISABLE=avx512bf16 --qlayer_crossover, one thread, CPU time):
+// 8.3-10.1x at M = 2, 3.8-4.3x at 16, 3.2x at 32, 2.8-2.9x at 64 and still
+// 2.6-2.9x at 256, the largest M measured: the emulation costs oneDNN more
+// than our f32 FMAs. So 256, and oneDNN beyond (unmeasured; an f32 oneDNN
+// matmul there would move the crossover down, BENCHMARKS.md).
+// Where the hardware has AVX512_BF16 (this kernel reached only with the
+// BF16 one hidden or disabled), oneDNN runs native vdpbf16ps: 3.4-3.7x at
+// M = 2, 1.6-2.0x at 4, 1.05-1.2x at 8, 0.67-0.73x at 16: 8, below
+// kAvx512MaxM, so with the BF16 kernel present this one is never chosen.
+int64_t Avx512FmaMaxM() { return GetCpuFeatures().hw_avx512_bf16 ? 8 : 256; }
 
 KernelFactory GemvFactory(const char* name, GemvIsa isa, int bits, int priority, int64_t max_m) {
   KernelFactory f;
@@ -43,6 +58,14 @@ KernelFactory CpuAvx512W4A16KernelFactory() {
 }
 KernelFactory CpuAvx512W8A16KernelFactory() {
   return GemvFactory("cpu_avx512_w8a16", GemvIsa::kAvx512, 8, 11, kAvx512MaxM);
+}
+// Priorities 12 and 13: after the BF16 kernels (whose max_m covers this
+// one's wherever both can run), before AVX2.
+KernelFactory CpuAvx512FmaW4A16KernelFactory() {
+  return GemvFactory("cpu_avx512fma_w4a16", GemvIsa::kAvx512Fma, 4, 12, Avx512FmaMaxM());
+}
+KernelFactory CpuAvx512FmaW8A16KernelFactory() {
+  return GemvFactory("cpu_avx512fma_w8a16", GemvIsa::kAvx512Fma, 8, 13, Avx512FmaMaxM());
 }
 KernelFactory CpuAvx2W4A16KernelFactory() {
   return GemvFactory("cpu_avx2_w4a16", GemvIsa::kAvx2, 4, 20, Avx2MaxM());

@@ -58,11 +58,17 @@ bool KernelCovers(absl::string_view kernel, WeightType t) {
   return true;
 }
 
-// Where the CPU lacks a kernel's ISA, its rejection is expected: skip.
+// Where the CPU lacks a kernel's ISA, its rejection is expected: skip. The
+// AVX-512 kernels come with two inner loops: cpu_avx512_* needs AVX512_BF16
+// (vdpbf16ps), cpu_avx512fma_* only F/BW/VL/DQ. Every loop the CPU can run is
+// in the grid (cpu_avx512fma_* runs here even where AVX512_BF16 would take
+// the layer in selection); one the CPU cannot run skips, never fails.
 bool IsaPresent(absl::string_view kernel) {
-  if (absl::StrContains(kernel, "avx512")) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (absl::StartsWith(kernel, "cpu_avx512fma_")) return avx512;
+  if (absl::StartsWith(kernel, "cpu_avx512_")) {
+    return avx512 && __builtin_cpu_supports("avx512bf16");
   }
   if (absl::StrContains(kernel, "avx2")) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&

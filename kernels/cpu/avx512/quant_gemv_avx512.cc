@@ -20,43 +20,21 @@
 // quant_gemv_args.h for why.
 #include <immintrin.h>
 
+#include "cpu/avx512/quant_gemv_avx512_common.h"
 #include "cpu/quant_gemv_args.h"
 
 namespace qlayer::gemv {
 namespace {
 
-constexpr int kBlockN = 64;
+using avx512::kBlockN;
+using avx512::LoadScales;
+using avx512::LoadZeros;
 constexpr int kTileRows = 4;
 // Software prefetch distance in the weight stream. The hardware prefetchers
 // alone leave a core at 60-70% of the DRAM floor at M = 1; 1-4 KiB ahead
 // reaches it (measured, kernels/cpu/bench), the block's stream being linear
 // (scales and the next segment follow the weights).
 constexpr int kPrefetchBytes = 2048;
-
-inline __m512 LoadScales(const uint8_t* p, ScaleKind kind, int j) {
-  switch (kind) {
-    case ScaleKind::kF16:
-      return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p) + j));
-    case ScaleKind::kBF16:
-      return _mm512_castsi512_ps(_mm512_slli_epi32(
-          _mm512_cvtepu16_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(p) + j)), 16));
-    default:
-      return _mm512_load_ps(reinterpret_cast<const float*>(p) + 16 * j);
-  }
-}
-
-inline __m512 LoadZeros(const uint8_t* p, ZeroKind kind, float sym, int j) {
-  switch (kind) {
-    case ZeroKind::kU8:
-      return _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(p) + j)));
-    case ZeroKind::kU16:
-      return _mm512_cvtepi32_ps(
-          _mm512_cvtepu16_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(p) + j)));
-    default:
-      return _mm512_set1_ps(sym);
-  }
-}
 
 inline __m512bh BroadcastPair(const uint16_t* p) {
   int32_t v;
@@ -121,35 +99,8 @@ void SegmentTile(const Args& a, const Segment& seg, const uint8_t* block, int64_
   }
 }
 
-void StoreRow(const Args& a, int64_t m, int64_t n0, const float* y_tile) {
-#pragma GCC unroll 16
-  for (int j = 0; j < 4; ++j) {
-    const int64_t n = n0 + 16 * j;
-    if (n >= a.N) break;
-    __m512 v = _mm512_load_ps(y_tile + (m * a.planes) * kBlockN + 16 * j);
-    for (int p = 1; p < a.planes; ++p) {
-      v = _mm512_add_ps(v, _mm512_load_ps(y_tile + (m * a.planes + p) * kBlockN + 16 * j));
-    }
-    if (a.bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(a.bias + n));
-    const int64_t left = a.N - n;
-    const __mmask16 k =
-        left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-    const int64_t at = m * a.N + n;
-    switch (a.out) {
-      case OutKind::kF32:
-        _mm512_mask_storeu_ps(static_cast<float*>(a.y) + at, k, v);
-        break;
-      case OutKind::kBF16:
-        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(a.y) + at, k,
-                                 reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
-        break;
-      case OutKind::kF16:
-        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(a.y) + at, k,
-                                 _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        break;
-    }
-  }
-}
+// AVX512_BF16's rounding (round to nearest even, as FloatToBf16).
+inline __m256i ToBf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
 
 }  // namespace
 
@@ -179,7 +130,7 @@ void QuantGemvAvx512(const Args& a, int64_t block_begin, int64_t block_end, floa
         }
       }
     }
-    for (int64_t m = 0; m < a.M; ++m) StoreRow(a, m, b * kBlockN, y_tile);
+    for (int64_t m = 0; m < a.M; ++m) avx512::StoreRow(a, m, b * kBlockN, y_tile, ToBf16);
   }
 }
 
@@ -187,19 +138,6 @@ void QuantGemvAvx512(const Args& a, int64_t block_begin, int64_t block_end, floa
 
 namespace qlayer::gemv {
 namespace {
-
-inline __m512 LoadInput(const void* x, InKind in, int64_t i, __mmask16 k) {
-  switch (in) {
-    case InKind::kBF16:
-      return _mm512_castsi512_ps(_mm512_slli_epi32(
-          _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(x) + i)),
-          16));
-    case InKind::kF16:
-      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(x) + i));
-    default:
-      return _mm512_maskz_loadu_ps(k, static_cast<const float*>(x) + i);
-  }
-}
 
 inline __m512 Bf16BitsToF32(__m256i b) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
@@ -218,9 +156,8 @@ void PrepareRowAvx512(const PrepArgs& p) {
     __m512 sum[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t i = row; i < row + n; i += 16) {
       const int64_t left = row + n - i;
-      const __mmask16 k =
-          left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-      __m512 rest = LoadInput(p.x, p.in, i, k);
+      const __mmask16 k = avx512::FirstLanes(left);
+      __m512 rest = avx512::LoadInput(p.x, p.in, i, k);
 #pragma GCC unroll 16
       for (int pl = 0; pl < p.planes; ++pl) {
         const __m256i bits = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(rest));

@@ -3,7 +3,14 @@
 // reports them.
 //
 //   qlayer_cpu_linear_bench [--qlayer_md=FILE] [--qlayer_crossover] [--qlayer_w8]
-//       [--qlayer_repetitions=5] [--benchmark_enable_random_interleaving=true]
+//       [--qlayer_gemv=KERNEL,...] [--qlayer_repetitions=5]
+//       [--benchmark_enable_random_interleaving=true]
+//
+// --qlayer_gemv names the 4-bit GEMV kernels to run beside oneDNN (default:
+// cpu_avx512_w4a16, cpu_avx512fma_w4a16 at M <= 16, cpu_avx2_w4a16 at
+// M <= 64; with --qlayer_crossover the first of them this CPU can run).
+// --qlayer_w8 adds cpu_avx512_w8a16 (uint8b128) at M <= 16: 1 thread on every
+// shape, all threads on 4096 x 14336.
 //
 // Each benchmark runs --qlayer_repetitions times and every call is timed;
 // the table reports the 10th percentile of the calls (other processes on a
@@ -41,6 +48,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "cpu/thread_pool.h"
 #include "qlayer/kernels/registry.h"
 
@@ -330,12 +338,12 @@ std::string MarkdownTable() {
   for (const Series& r : *g_series) rows.push_back(&r);
   // Registration order (shape, M, threads, kernel), whatever order they ran in.
   auto rank = [](const Series* r) {
-    const char* order[] = {"onednn_dense", "cpu_avx512_w4a16", "cpu_avx512_w8a16", "cpu_avx2_w4a16",
-                           "cpu_reference"};
-    for (int i = 0; i < 5; ++i) {
+    const char* order[] = {"onednn_dense",        "cpu_avx512_w4a16", "cpu_avx512_w8a16",
+                           "cpu_avx512fma_w4a16", "cpu_avx2_w4a16",   "cpu_reference"};
+    for (int i = 0; i < 6; ++i) {
       if (r->kernel == order[i]) return i;
     }
-    return 5;
+    return 6;
   };
   std::stable_sort(rows.begin(), rows.end(), [&](const Series* a, const Series* b) {
     return std::make_tuple(a->shape, a->M, a->threads, rank(a)) <
@@ -373,6 +381,7 @@ int main(int argc, char** argv) {
   using namespace qlayer;  // NOLINT
   std::string md_path;
   bool crossover = false, w8 = false;
+  std::vector<std::string> gemv = {"cpu_avx512_w4a16", "cpu_avx512fma_w4a16", "cpu_avx2_w4a16"};
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
@@ -380,6 +389,8 @@ int main(int argc, char** argv) {
       md_path = a.substr(12);
     } else if (a == "--qlayer_crossover") {
       crossover = true;
+    } else if (a.rfind("--qlayer_gemv=", 0) == 0) {
+      gemv = absl::StrSplit(a.substr(14), ',', absl::SkipEmpty());
     } else if (a == "--qlayer_w8") {
       w8 = true;
     } else if (a.rfind("--qlayer_repetitions=", 0) == 0) {
@@ -400,10 +411,13 @@ int main(int argc, char** argv) {
   // --qlayer_crossover: where the GEMV kernel stops beating oneDNN, one
   // thread, judged by thread CPU time (both are compute-bound there, scale
   // alike over threads, and CPU time ignores preemption on a shared machine).
-  const std::vector<std::string> gemv =
-      crossover ? std::vector<std::string>{Available("cpu_avx512_w4a16", 4) ? "cpu_avx512_w4a16"
-                                                                            : "cpu_avx2_w4a16"}
-                : std::vector<std::string>{"cpu_avx512_w4a16", "cpu_avx2_w4a16"};
+  // Run it with QLAYER_CPU_DISABLE / ONEDNN_MAX_CPU_ISA to emulate a CPU
+  // with less (BENCHMARKS.md has the commands).
+  if (crossover) {
+    auto it = std::find_if(gemv.begin(), gemv.end(),
+                           [](const std::string& k) { return Available(k, 4); });
+    gemv = it == gemv.end() ? std::vector<std::string>{} : std::vector<std::string>{*it};
+  }
   g_use_cpu_time = crossover;
   for (int shape = 0; shape < 3; ++shape) {
     const std::vector<int64_t> ms =
@@ -415,14 +429,17 @@ int main(int argc, char** argv) {
       for (int threads : thread_counts) {
         Register(shape, M, threads, "onednn_dense", 16);  // the peer runs first
         for (const std::string& k : gemv) {
-          // The AVX2 fallback serves decode only; past M = 64 it only costs time.
+          // The AVX2 fallback serves decode only; past M = 64 it only costs
+          // time. The AVX-512 FMA loop's table rows are the decode ones (M <=
+          // 16); --qlayer_crossover measures it up to 256.
           if (!crossover && k == "cpu_avx2_w4a16" && M > 64) continue;
+          if (!crossover && k == "cpu_avx512fma_w4a16" && M > 16) continue;
           if (Available(k, 4)) Register(shape, M, threads, k, 4);
         }
         if (!crossover && shape == 0 && M == 1 && threads == 1) {
           Register(shape, M, threads, "cpu_reference", 4);
         }
-        if (w8 && !crossover && shape == 1 && M <= 16 && threads == all &&
+        if (w8 && !crossover && M <= 16 && (threads == 1 || shape == 1) &&
             Available("cpu_avx512_w8a16", 8)) {
           Register(shape, M, threads, "cpu_avx512_w8a16", 8);
         }

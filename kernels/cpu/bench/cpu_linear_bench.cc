@@ -10,7 +10,8 @@
 // cpu_avx512_w4a16, cpu_avx512fma_w4a16 at M <= 16, cpu_avx2_w4a16 at
 // M <= 64; with --qlayer_crossover the first of them this CPU can run).
 // --qlayer_w8 adds cpu_avx512_w8a16 (uint8b128) at M <= 16: 1 thread on every
-// shape, all threads on 4096 x 14336.
+// shape, all threads on 4096 x 14336; with --qlayer_crossover, at every M of
+// the crossover (its own max_m).
 //
 // Each benchmark runs --qlayer_repetitions times and every call is timed;
 // the table reports the 10th percentile of the calls (other processes on a
@@ -439,7 +440,10 @@ int main(int argc, char** argv) {
         if (!crossover && shape == 0 && M == 1 && threads == 1) {
           Register(shape, M, threads, "cpu_reference", 4);
         }
-        if (w8 && !crossover && M <= 16 && (threads == 1 || shape == 1) &&
+        // With --qlayer_crossover, --qlayer_w8 measures the 8-bit kernel's
+        // own crossover (twice the bytes and two nibble products a weight: it
+        // stops beating oneDNN earlier than the 4-bit one).
+        if (w8 && (crossover || M <= 16) && (crossover || threads == 1 || shape == 1) &&
             Available("cpu_avx512_w8a16", 8)) {
           Register(shape, M, threads, "cpu_avx512_w8a16", 8);
         }

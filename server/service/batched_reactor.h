@@ -66,11 +66,16 @@ class BatchedReactor : public PipelinedReactor<Request, Response> {
       return nullptr;
     }
     if (this->draining()) {
-      this->Refuse(ErrorResponse(
+      Response refused = ErrorResponse(
           id,
           absl::UnavailableError("qlayer-server is draining (shutting down): request not "
                                  "computed; send it again (to another server)"),
-          arrival, MetricsOf(*layer)));
+          arrival, MetricsOf(*layer));
+      // Machine-readable, so clients retire this stream (half-close it, send
+      // again on a new one) instead of re-sending on it: re-sends keep a
+      // drained stream from going quiet, holding the drain to its grace.
+      MarkServerDraining(refused.mutable_error());
+      this->Refuse(std::move(refused));
       return nullptr;
     }
     return layer;

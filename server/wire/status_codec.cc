@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "google/rpc/error_details.pb.h"
+
 namespace qlayer {
 
 void ToRpcStatus(const absl::Status& status, google::rpc::Status* out) {
@@ -13,6 +15,13 @@ google::rpc::Status ToRpcStatus(const absl::Status& status) {
   google::rpc::Status out;
   ToRpcStatus(status, &out);
   return out;
+}
+
+void MarkServerDraining(google::rpc::Status* out) {
+  google::rpc::ErrorInfo info;
+  info.set_reason(kServerDrainingReason);
+  info.set_domain(kQlayerErrorDomain);
+  out->add_details()->PackFrom(info);
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {

@@ -14,6 +14,13 @@ namespace qlayer {
 google::rpc::Status ToRpcStatus(const absl::Status& status);
 void ToRpcStatus(const absl::Status& status, google::rpc::Status* out);
 grpc::Status ToGrpcStatus(const absl::Status& status);
+// Adds the machine-readable "server is draining" marker to an error answer:
+// a google.rpc.ErrorInfo detail, reason kServerDrainingReason in domain
+// kQlayerErrorDomain (proto/qlayer/v1/layer_service.proto, ForwardResponse).
+// Clients retire the stream on it instead of re-sending on it.
+inline constexpr char kServerDrainingReason[] = "SERVER_DRAINING";
+inline constexpr char kQlayerErrorDomain[] = "qlayer.v1";
+void MarkServerDraining(google::rpc::Status* out);
 // The canonical upper-case name ("INVALID_ARGUMENT"), used as a metrics label.
 const char* StatusCodeName(absl::StatusCode code);
 

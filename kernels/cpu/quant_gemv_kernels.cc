@@ -15,6 +15,13 @@ namespace {
 // (0.74-1.14x at 48-128, both compute-bound on vdpbf16ps) and 0.81-1.0x at
 // 192-256. Past 32 the GEMV kernel no longer pays for itself.
 constexpr int64_t kAvx512MaxM = 32;
+// cpu_avx512_w8a16 (uint8b128: twice the bytes, and two nibble dot products
+// a weight) against the same peer, measured on its own 8-bit layers
+// (`--qlayer_crossover --qlayer_w8`, 2026-12-03, the three shapes of the
+// table): 2.8-3.7x at M = 2, 1.31-1.57x at 4, 0.86-1.02x at 6, 0.82-1.04x
+// at 8, 0.66-0.78x at 16 and 0.53-0.58x at 32. It used to share the 4-bit
+// kernel's 32, measured on 4-bit layers only, and lost to oneDNN there.
+constexpr int64_t kAvx512W8MaxM = 4;
 // cpu_avx2_w4a16 serves an AVX2 CPU, where oneDNN 2.6 has no bf16 matmul
 // and onednn_dense runs f32 (measured with ONEDNN_MAX_CPU_ISA=AVX2): 4.3-5.0x
 // at M = 2, 0.9-2.0x at 8-16, 1.0-1.5x at 64. Where the hardware has AVX512_BF16
@@ -57,7 +64,7 @@ KernelFactory CpuAvx512W4A16KernelFactory() {
   return GemvFactory("cpu_avx512_w4a16", GemvIsa::kAvx512, 4, 10, kAvx512MaxM);
 }
 KernelFactory CpuAvx512W8A16KernelFactory() {
-  return GemvFactory("cpu_avx512_w8a16", GemvIsa::kAvx512, 8, 11, kAvx512MaxM);
+  return GemvFactory("cpu_avx512_w8a16", GemvIsa::kAvx512, 8, 11, kAvx512W8MaxM);
 }
 // Priorities 12 and 13: after the BF16 kernels (whose max_m covers this
 // one's wherever both can run), before AVX2.

@@ -422,7 +422,7 @@ int main(int argc, char** argv) {
   g_use_cpu_time = crossover;
   for (int shape = 0; shape < 3; ++shape) {
     const std::vector<int64_t> ms =
-        crossover ? std::vector<int64_t>{2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256}
+        crossover ? std::vector<int64_t>{2, 4, 6, 8, 12, 16, 32, 48, 64, 96, 128, 192, 256}
                   : std::vector<int64_t>{1, 4, 16, 64, 256};
     std::vector<int> thread_counts = {1};
     if (all > 1 && !crossover) thread_counts.push_back(all);

@@ -179,9 +179,14 @@ TEST_P(MoEMatrixE2E, EveryRoutingModeMatchesTheFamilyForward) {
       ADD_FAILURE() << "unknown id " << r.request_id();
       continue;  // (keep reading: the writer thread must finish)
     }
-    // As moe_e2e_test.cc's bounds: the activation dtype's rounding of each
-    // expert's products (measured worst ~5e-3 bf16, ~4e-3 f16).
-    CheckMoEAnswer(ref, it->second, r, dt == DType::kBF16 ? 1e-2 : 8e-3);
+    // The activation dtype's rounding of each expert's products (measured
+    // worst ~5e-3 bf16, ~4e-3 f16 through the GEMV kernels). Requests
+    // pipelined on one stream may be batched past the GEMV kernels' max_m,
+    // and then the experts run onednn_dense, which computes with bf16
+    // weights whatever the activation dtype: a single f16 token reached
+    // 8.7e-3 there (seed 1796311950399680289, mixtral awq per-channel), so
+    // f16 gets bf16's bound.
+    CheckMoEAnswer(ref, it->second, r, 1e-2);
   }
   writer.join();
   const grpc::Status st = stream->Finish();

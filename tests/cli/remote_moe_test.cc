@@ -88,7 +88,11 @@ class RemoteMoETest : public cli_testing::ServedCheckpointTest<> {
   std::unique_ptr<MoEReferenceBlock> ref_;
 };
 
-double Tolerance(DType dt) { return dt == DType::kBF16 ? 1e-2 : 8e-3; }
+// Concurrent calls are batched by the server, past the GEMV kernels' max_m
+// into onednn_dense (bf16 weights whatever the activation dtype): a single
+// f16 token reached 8.7e-3 there (tests/service/moe_matrix_e2e_test.cc), so
+// every dtype gets bf16's bound; a wrong expert or weight is off by 0.1+.
+double Tolerance(DType /*dt*/) { return 1e-2; }
 
 TEST_F(RemoteMoETest, AnyLeadingDimsEachDtypeEachRouting) {
   auto moe = Make();
@@ -266,7 +270,7 @@ TEST_F(RemoteMoETest, OverlappedCallsAndClientMoEForward) {
     std::vector<int32_t> ids;
     std::vector<double> weights;
     Route(ref_->Logits(xs[i].view()), xs[i].dim(0), *y, ids, weights);
-    EXPECT_LT(Error(*y, xs[i], ids, weights), 8e-3) << i;
+    EXPECT_LT(Error(*y, xs[i], ids, weights), Tolerance(DType::kF16)) << i;
   }
   // The Client call underneath: [T, H] only, a per-call deadline, the
   // server's error answers as statuses.

@@ -54,9 +54,11 @@ DType DTypeOf(const std::string& s) {
 // large batches go through onednn_dense, which rounds weights and activations
 // (f32 ones too) to bf16 for each of the two projections: measured worst
 // cases 4.9e-3 (bf16), 4.3e-3 (f16, and f32 at T = 64; f32 through the
-// quantized GEMV kernels stays near 1e-6). The bounds leave ~2x headroom; a
-// wrong expert, weight or shared-expert gate is off by 0.1 or more.
-double Tolerance(DType act) { return act == DType::kBF16 ? 1e-2 : 8e-3; }
+// quantized GEMV kernels stays near 1e-6), but a single f16 token batched
+// into onednn_dense reached 8.7e-3 in the MoE matrix test (seed
+// 1796311950399680289), so every dtype gets 1e-2; a wrong expert, weight or
+// shared-expert gate is off by 0.1 or more.
+double Tolerance(DType /*act*/) { return 1e-2; }
 
 class MoEE2E : public ::testing::TestWithParam<MoECase> {};
 

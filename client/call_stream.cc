@@ -107,16 +107,7 @@ void CallStream<Rpc>::RetireLocked(std::vector<Pending>* unsent) {
 
 template <typename Rpc>
 void CallStream<Rpc>::MaybeHalfCloseLocked() {
-  // Not once the read side has ended: Expire() calls this from the timer
-  // thread, outside any reaction, and after the last read completes gRPC may
-  // finish the call (OnDone) at any moment; an op started then is an op on a
-  // finished call (seen: gRPC's "ref_counted.h: assertion failed: prior > 0"
-  // abort in Faults.SigtermAndRestart... under ctest -j2). While the read is
-  // outstanding the call stays alive, so starting the half-close is safe.
-  if (!server_draining_ || writes_done_ || read_done_ || done_ || write_in_flight_ ||
-      !pending_.empty()) {
-    return;
-  }
+  if (!server_draining_ || writes_done_ || done_ || write_in_flight_ || !pending_.empty()) return;
   writes_done_ = true;
   // The server answers what it read and then ends the stream (OnDone).
   this->StartWritesDone();
@@ -127,7 +118,6 @@ void CallStream<Rpc>::OnReadDone(bool ok) {
   if (!ok) {
     absl::MutexLock lock(&mu_);
     ended_ = true;  // OnDone follows once the write in flight (if any) is done
-    read_done_ = true;
     return;
   }
   Response response = std::move(response_);

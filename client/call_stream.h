@@ -115,7 +115,6 @@ class CallStream final
   bool done_ ABSL_GUARDED_BY(mu_) = false;             // OnDone has run
   bool server_draining_ ABSL_GUARDED_BY(mu_) = false;  // an answer said so
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;      // StartWritesDone issued
-  bool read_done_ ABSL_GUARDED_BY(mu_) = false;        // the last read completed
   bool cancelling_ ABSL_GUARDED_BY(mu_) = false;       // Shutdown() cancelled it
   std::shared_ptr<CallStream> self_;                   // released in OnDone
 };

@@ -27,8 +27,6 @@ namespace qlayer::gemv {
 namespace {
 
 using avx512::kBlockN;
-using avx512::LoadScales;
-using avx512::LoadZeros;
 constexpr int kTileRows = 4;
 // Software prefetch distance in the weight stream. The hardware prefetchers
 // alone leave a core at 60-70% of the DRAM floor at M = 1; 1-4 KiB ahead
@@ -79,24 +77,7 @@ void SegmentTile(const Args& a, const Segment& seg, const uint8_t* block, int64_
       for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv[j], xb);
     }
   }
-  const uint8_t* sp = block + seg.scale_offset;
-  const uint8_t* zp = block + seg.zero_offset;
-  const __m512 offset = _mm512_set1_ps(a.offset);
-#pragma GCC unroll 16
-  for (int j = 0; j < 4; ++j) {
-    const __m512 s = LoadScales(sp, a.scale_kind, j);
-    const __m512 z = LoadZeros(zp, a.zero_kind, a.sym_zero, j);
-    const __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_add_ps(offset, z)), s);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      float* yt = y_tile + r * kBlockN + 16 * j;
-      const __m512 xs = _mm512_set1_ps(a.xsum[(row0 + r) * a.num_segments + seg_index]);
-      __m512 y = _mm512_load_ps(yt);
-      y = _mm512_fmadd_ps(acc[r][j], s, y);
-      y = _mm512_fmadd_ps(c, xs, y);
-      _mm512_store_ps(yt, y);
-    }
-  }
+  avx512::AddSegment<R>(a, seg, block, row0, seg_index, acc, y_tile);
 }
 
 // AVX512_BF16's rounding (round to nearest even, as FloatToBf16).

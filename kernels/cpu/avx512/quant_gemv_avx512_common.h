@@ -66,6 +66,32 @@ static inline __mmask16 FirstLanes(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
+// Adds one segment's dot products acc[r][j] (rows row0.., 16 columns each of
+// the block's 64) to y_tile, dequantized: y += s * acc - s * (offset + z) *
+// sum(x over the segment), the zero point folded into the row's x sum.
+template <int R>
+static inline void AddSegment(const Args& a, const Segment& seg, const uint8_t* block, int64_t row0,
+                              int64_t seg_index, const __m512 (&acc)[R][4], float* y_tile) {
+  const uint8_t* sp = block + seg.scale_offset;
+  const uint8_t* zp = block + seg.zero_offset;
+  const __m512 offset = _mm512_set1_ps(a.offset);
+#pragma GCC unroll 16
+  for (int j = 0; j < 4; ++j) {
+    const __m512 s = LoadScales(sp, a.scale_kind, j);
+    const __m512 z = LoadZeros(zp, a.zero_kind, a.sym_zero, j);
+    const __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_add_ps(offset, z)), s);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      float* yt = y_tile + r * kBlockN + 16 * j;
+      const __m512 xs = _mm512_set1_ps(a.xsum[(row0 + r) * a.num_segments + seg_index]);
+      __m512 y = _mm512_load_ps(yt);
+      y = _mm512_fmadd_ps(acc[r][j], s, y);
+      y = _mm512_fmadd_ps(c, xs, y);
+      _mm512_store_ps(yt, y);
+    }
+  }
+}
+
 // Output row m, block columns from n0: the sum of the row's planes in y_tile
 // (kBlockN floats per tile row), plus bias, written in the output dtype with
 // only the columns below N stored. to_bf16 rounds 16 f32 to bf16 bits.

@@ -20,6 +20,11 @@ enum ScaleKind : int { kScaleF16 = 0, kScaleBf16 = 1, kScaleF32 = 2 };
 // K' (Kp) is K padded to the 64-wide k chunk, after the act-order permutation;
 // N' (NT * 16) is N padded to the 16-row tile. Tile (nt, c) of the packed
 // weight covers output rows 16nt..16nt+15 and permuted input rows 64c..64c+63.
+// Tiles come in groups of kMmaGroupTiles along n: tile (nt, c) is tile number
+// ((nt / 16) * C + c) * 16 + nt % 16, so that a block's copies of one chunk
+// are a few runs of 8 KB or more, and the chunks of a group follow each
+// other: DRAM sees long sequential runs (tiles of one nt laid end to end along
+// K left a 512-byte piece per DRAM row opened, and ~40 % of the bandwidth).
 struct MmaLayoutArgs {
   int K = 0, N = 0;  // canonical
   int Kp = 0;        // padded, permuted K (multiple of 64)
@@ -32,6 +37,16 @@ struct MmaLayoutArgs {
   bool zeros = false;  // records carry zero points
   int rec_bytes = 0;   // bytes of one (group, n16 tile) record
 };
+
+constexpr int kMmaGroupTiles = 16;
+// n16 tiles of the packed weight: NT rounded up to the widest block of the
+// decode kernel (32 tiles), zero-filled, so that its copies need no bounds
+// predicate; times C.
+constexpr int kMmaPaddedTiles = 32;
+inline int64_t MmaPackedTiles(const MmaLayoutArgs& l) {
+  return static_cast<int64_t>((l.NT + kMmaPaddedTiles - 1) / kMmaPaddedTiles) * kMmaPaddedTiles *
+         l.C;
+}
 
 // Packs the canonical qweight [K/pack, N] int32 (device) into mma tiles.
 // perm[k'] is the canonical row feeding permuted row k' (-1 = padding, packed
@@ -54,22 +69,29 @@ struct MmaDecodeArgs {
   const void* x = nullptr;       // [M][ldx] f16/bf16, ldx % 8 == 0, Kp columns readable
   void* y = nullptr;             // [M][ldy] f16/bf16
   float* ws = nullptr;           // [64][ws_ld] fp32, zero between calls (split-K sums)
-  unsigned* counters = nullptr;  // one per n block, zero between calls
+  unsigned* counters = nullptr;  // MmaDecodeCounters(NT), zero between calls
   const float* bias = nullptr;   // [N] or nullptr
   int M = 0, ldx = 0, ldy = 0, ws_ld = 0;
-  int chunks_per_split = 0;  // set by LaunchMmaDecode
+  // Set by LaunchMmaDecode: the schedule, and the work queue (the counter
+  // after the n-block counters: units taken).
+  // Split sp takes unit_chunks chunks, one more when sp < unit_extra.
+  int chunks_per_split = 0, splits = 0, n_blocks = 0, unit_chunks = 0, unit_extra = 0;
+  double inv_splits = 0, inv_geff = 0;  // 1 / splits, 1 / rows per group
+  unsigned* queue = nullptr;
   MmaLayoutArgs layout;
   bool bf16 = false;
 };
 // Launch facts, for benchmarks and DescribeLayer-style reports.
 struct MmaDecodeLaunchInfo {
   int m_tiles = 0, warp_n_tiles = 0, n_blocks = 0, splits = 0, chunks_per_split = 0;
-  int blocks_per_sm = 0, smem_bytes = 0;
+  int blocks_per_sm = 0, smem_bytes = 0, grid = 0;
 };
 cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
                             MmaDecodeLaunchInfo* info = nullptr);
-// Counters the decode kernel needs for a layer of NT tiles.
+// n blocks of the widest schedule, and the counters the decode kernel needs
+// for a layer of NT tiles (one per n block, then the queue).
 int MmaDecodeMaxNBlocks(int NT);
+int MmaDecodeCounters(int NT);
 
 // ---------------------------------------------------------------------------
 // Dequantize + dense GEMM path.

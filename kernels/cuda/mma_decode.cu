@@ -15,7 +15,9 @@
 // 16nt..16nt+15 x permuted input rows 64c..64c+63. Lane l of a warp (g = l/4,
 // t = l%4) owns the 16 (int4) or 32 (int8) bytes of the tile that form its A
 // fragments for the four k16 steps of the chunk, so a warp reads 512 (1024)
-// contiguous bytes per tile and tiles of one nt are contiguous along k.
+// contiguous bytes per tile. Tiles are stored in groups of 16 along n, each
+// group's 16 tiles side by side per chunk and its chunks one after another
+// (device_ops.h), so a block's weights arrive in long sequential runs.
 //   int4, word j (k step j): nibble 0,4 = W^T[g][2t], [g][2t+1]      -> a0
 //                             nibble 1,5 = W^T[g+8][2t], [g+8][2t+1]  -> a1
 //                             nibble 2,6 = W^T[g][2t+8], [g][2t+9]    -> a2
@@ -34,18 +36,19 @@
 // 8 significant bits would cost ~1.7e-3 relative error on their own) and
 // costs one FMA per accumulator per group instead of a multiply per weight.
 //
-// Pipeline: 8 warps per block, each owning kWN n16 tiles; the block walks a
-// K slice (split-K) chunk by chunk through kStages shared-memory stages filled
-// with cp.async (weights, the x tile, and the scale/zero records of the
-// chunk's groups). For M <= 16 a warp streams 2 KB per chunk (int4: 4 n16
-// tiles; int8: 2), 3 stages deep, 3 blocks per SM at M <= 8: ~100 KB per SM in
-// flight. Split-K partial sums go to an fp32 workspace with atomics; the last
-// block of each column range (arrival counter) writes y, adds the bias and
-// zeroes the workspace and counter again, so a call is one kernel launch.
+// Pipeline: 8 warps per block, each owning kWN n16 tiles; a block walks
+// work units (an n block x a K slice, split-K) chunk by chunk through
+// kStages shared-memory stages filled with cp.async (weights, the x tile, and
+// the scale/zero records of the chunk's groups). For M <= 16 a warp streams
+// 2 KB per chunk (int4: 4 n16 tiles; int8: 2), 3 stages deep, 3 blocks per SM
+// at M <= 8: ~100 KB per SM in flight. The grid is one wave of resident
+// blocks that take units from a queue, the pipeline running on across unit
+// boundaries (see MmaDecodeKernel). Split-K partial sums go to an fp32
+// workspace with atomics; the last unit of each n block (arrival counter)
+// writes y, adds the bias and zeroes the workspace and counter again, and the
+// last block out resets the queue, so a call is one kernel launch.
 //
-// Measured on the H100 (BENCHMARKS.md): 54 µs at M = 1 on K x N = 8192 x
-// 28672, 80 % of the copy-bandwidth floor; small layers (8 MB of weights) are
-// latency-bound at ~10 µs, mostly the split-K epilogue's round trips.
+// Measured: BENCHMARKS.md ("CUDA linear kernels").
 //
 // Limitations:
 //  1. M <= 64 per launch (the host loops over 64-row slices).
@@ -59,6 +62,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <string_view>
 #include <type_traits>
 
 #include "cuda/device_ops.h"
@@ -72,12 +76,43 @@ constexpr int kThreads = kWarps * 32;
 // Pipeline depth: small-M configurations move 16 KB per block per stage, so
 // three stages (two in flight) already keep ~100 KB per SM in flight, and the
 // smaller footprint lets three blocks share an SM.
-__host__ __device__ constexpr int StagesFor(int mt) { return mt <= 2 ? 3 : 4; }
 constexpr int kXRow = 72;  // halves per x row in shared memory: 64 + 8 so ldmatrix is conflict-free
 
 struct ZeroConsts {
   uint32_t g, g8;  // constants for rows g and g + 8 of the lane
 };
+
+// Bits of small integers as fp16 / bf16 pairs, at compile time: the
+// symmetric types' constants must not cost instructions in the hot loop
+// (cuda_fp16's conversions are inline asm, which the compiler cannot fold).
+constexpr uint32_t HalfBits(int v) {
+  const uint32_t sign = v < 0 ? 0x8000u : 0u;
+  const uint32_t a = static_cast<uint32_t>(v < 0 ? -v : v);
+  int e = 0;
+  while ((a >> (e + 1)) != 0) ++e;
+  const uint32_t mant = e <= 10 ? (a << (10 - e)) & 0x3ffu : (a >> (e - 10)) & 0x3ffu;
+  return a == 0 ? 0u : sign | (static_cast<uint32_t>(e + 15) << 10) | mant;
+}
+constexpr uint32_t Bf16Bits(int v) {
+  const uint32_t sign = v < 0 ? 0x8000u : 0u;
+  const uint32_t a = static_cast<uint32_t>(v < 0 ? -v : v);
+  int e = 0;
+  while ((a >> (e + 1)) != 0) ++e;
+  const uint32_t mant = e <= 7 ? (a << (7 - e)) & 0x7fu : (a >> (e - 7)) & 0x7fu;
+  return a == 0 ? 0u : sign | (static_cast<uint32_t>(e + 127) << 7) | mant;
+}
+constexpr uint32_t Pair(uint32_t h) { return h | (h << 16); }
+static_assert(HalfBits(1032) == 0x6408u && HalfBits(-72) == 0xD480u && HalfBits(1) == 0x3C00u);
+static_assert(Bf16Bits(136) == 0x4308u && Bf16Bits(128) == 0x4300u);
+
+// (v & mask) | magic in one LOP3: written as C, it takes two, because a
+// SASS LOP3 holds one 32-bit immediate; with both constants in registers
+// (hoisted out of the loop) it is one instruction.
+__device__ __forceinline__ uint32_t AndOr(uint32_t v, uint32_t mask, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(v), "r"(mask), "r"(magic));
+  return r;
+}
 
 template <int kBits, bool kBf16>
 struct Dequant;
@@ -88,15 +123,16 @@ struct Dequant<4, false> {
   static __device__ __forceinline__ ZeroConsts Consts(int zg, int zg8) {
     return {Bits2(__float2half2_rn(1024.f + zg)), Bits2(__float2half2_rn(-(64.f + zg8)))};
   }
+  static constexpr ZeroConsts kSym = {Pair(HalfBits(1024 + 8)), Pair(HalfBits(-(64 + 8)))};
   static __device__ __forceinline__ void Step(const uint32_t* w, int j, ZeroConsts z,
                                               uint32_t (&a)[4]) {
-    const __half2 sixteenth = __float2half2_rn(0.0625f);
+    const __half2 sixteenth = AsHalf2(0x2C002C00u);  // (2^-4, 2^-4)
     uint32_t v = w[j];
-    const uint32_t lo = (v & 0x000f000fu) | 0x64006400u;
-    const uint32_t hi = (v & 0x00f000f0u) | 0x64006400u;
+    const uint32_t lo = AndOr(v, 0x000f000fu, 0x64006400u);
+    const uint32_t hi = AndOr(v, 0x00f000f0u, 0x64006400u);
     v >>= 8;
-    const uint32_t lo2 = (v & 0x000f000fu) | 0x64006400u;
-    const uint32_t hi2 = (v & 0x00f000f0u) | 0x64006400u;
+    const uint32_t lo2 = AndOr(v, 0x000f000fu, 0x64006400u);
+    const uint32_t hi2 = AndOr(v, 0x00f000f0u, 0x64006400u);
     a[0] = Bits2(__hsub2(AsHalf2(lo), AsHalf2(z.g)));
     a[1] = Bits2(__hfma2(AsHalf2(hi), sixteenth, AsHalf2(z.g8)));
     a[2] = Bits2(__hsub2(AsHalf2(lo2), AsHalf2(z.g)));
@@ -110,6 +146,7 @@ struct Dequant<8, false> {
   static __device__ __forceinline__ ZeroConsts Consts(int zg, int zg8) {
     return {Bits2(__float2half2_rn(1024.f + zg)), Bits2(__float2half2_rn(1024.f + zg8))};
   }
+  static constexpr ZeroConsts kSym = {Pair(HalfBits(1024 + 128)), Pair(HalfBits(1024 + 128))};
   static __device__ __forceinline__ void Step(const uint32_t* w, int j, ZeroConsts z,
                                               uint32_t (&a)[4]) {
     const uint32_t w0 = w[2 * j], w1 = w[2 * j + 1];
@@ -127,13 +164,14 @@ struct Dequant<4, true> {
   static __device__ __forceinline__ ZeroConsts Consts(int zg, int zg8) {
     return {Bits2(__float2bfloat162_rn(128.f + zg)), Bits2(__float2bfloat162_rn(128.f + zg8))};
   }
+  static constexpr ZeroConsts kSym = {Pair(Bf16Bits(128 + 8)), Pair(Bf16Bits(128 + 8))};
   static __device__ __forceinline__ void Step(const uint32_t* w, int j, ZeroConsts z,
                                               uint32_t (&a)[4]) {
     const uint32_t v = w[j];
-    const uint32_t v0 = (v & 0x000f000fu) | 0x43004300u;
-    const uint32_t v1 = ((v >> 4) & 0x000f000fu) | 0x43004300u;
-    const uint32_t v2 = ((v >> 8) & 0x000f000fu) | 0x43004300u;
-    const uint32_t v3 = ((v >> 12) & 0x000f000fu) | 0x43004300u;
+    const uint32_t v0 = AndOr(v, 0x000f000fu, 0x43004300u);
+    const uint32_t v1 = AndOr(v >> 4, 0x000f000fu, 0x43004300u);
+    const uint32_t v2 = AndOr(v >> 8, 0x000f000fu, 0x43004300u);
+    const uint32_t v3 = AndOr(v >> 12, 0x000f000fu, 0x43004300u);
     a[0] = Bits2(__hsub2(AsBf162(v0), AsBf162(z.g)));
     a[1] = Bits2(__hsub2(AsBf162(v1), AsBf162(z.g8)));
     a[2] = Bits2(__hsub2(AsBf162(v2), AsBf162(z.g)));
@@ -148,6 +186,7 @@ struct Dequant<8, true> {
   static __device__ __forceinline__ ZeroConsts Consts(int zg, int zg8) {
     return {__float_as_uint(8388608.f + zg), __float_as_uint(8388608.f + zg8)};
   }
+  static constexpr ZeroConsts kSym = {0x4B000000u + 128u, 0x4B000000u + 128u};  // 2^23 + 128
   static __device__ __forceinline__ uint32_t Pair(uint32_t w, uint32_t s_lo, uint32_t s_hi,
                                                   uint32_t zc) {
     const float z = __uint_as_float(zc);
@@ -165,11 +204,6 @@ struct Dequant<8, true> {
   }
 };
 
-__device__ __forceinline__ float RecordScale(const uint8_t* rec, int r, int kind) {
-  if (kind == kScaleF32) return reinterpret_cast<const float*>(rec)[r];
-  if (kind == kScaleBf16) return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(rec)[r]);
-  return __half2float(reinterpret_cast<const __half*>(rec)[r]);
-}
 __device__ __forceinline__ int RecordZero(const uint8_t* rec, int r, int kind) {
   const int scale_bytes = kind == kScaleF32 ? 64 : 32;
   return reinterpret_cast<const int16_t*>(rec + scale_bytes)[r];
@@ -186,31 +220,54 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// Work is cut into units: (n block b, k split sp) = the block's kWarps x kWN
+// n16 tiles over chunks [sp*C/S, (sp+1)*C/S) of K (S splits, each >= 2
+// chunks). A grid of at most one wave of resident blocks takes units from a
+// queue: the first two statically (units blockIdx.x and blockIdx.x +
+// gridDim.x, so a block starts copying at once), then one atomicAdd each,
+// issued a unit ahead of need and its answer stored a loop turn later, so no
+// thread waits on the round trip. The cp.async pipeline runs across unit boundaries, so a
+// block pays the pipeline's fill latency once per launch, not once per unit,
+// and blocks on fast memory partitions take more units than slow ones (a
+// one-unit-per-block grid left SMs idle for the last quarter of a wave).
+// With the grid as large as the unit count, every block takes one unit and
+// leaves: the old one-shot split-K (QLAYER_CUDA_DECODE_MODE=oneshot).
+//
 // kBits: 4 or 8. kBf16: activation type. kMT: m8 tiles (M <= 8 kMT).
 // Minimum blocks per SM: 3 for M <= 8 and 2 for M <= 16 (the register caps,
-// 85 and 128, hold without spills), so a split-K grid fits in one or few
-// waves with ~24 warps per SM.
+// 85 and 128, hold without spills), so ~24 warps per SM stream weights.
 // kWN: n16 tiles per warp. kZeros: records carry zero points.
-template <int kBits, bool kBf16, int kMT, int kWN, bool kZeros>
-__global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
-    MmaDecodeKernel(const MmaDecodeArgs a) {
+// kOcc, kStages: the register cap (blocks per SM) and the pipeline depth.
+template <int kBits, bool kBf16, int kMT, int kWN, bool kZeros, int kOcc, int kStages>
+__global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecodeArgs a) {
   using T = typename std::conditional<kBf16, __nv_bfloat16, __half>::type;
   using D = Dequant<kBits, kBf16>;
-  constexpr int kStages = StagesFor(kMT);
   constexpr int kTileBytes = 512 * (kBits / 4);  // one n16 x k64 tile
   constexpr int kXStage = 8 * kMT * kXRow * 2;   // x tile bytes per stage
   constexpr int kWStage = kWarps * kWN * kTileBytes;
   constexpr int kWords = kTileBytes / 32 / 4;  // 32-bit words per lane per tile
-  constexpr int kSymZero = kBits == 4 ? 8 : 128;
+  constexpr int kBN = kWarps * kWN * 16;       // output rows (n) per block
 
   const MmaLayoutArgs& l = a.layout;
   extern __shared__ __align__(16) uint8_t smem[];
+  // Block-uniform bookkeeping, written by thread 0 and read by all after a
+  // barrier: the next units from the queue (two slots: one is read while the
+  // other is refilled; every unit has >= 2 chunks, so a slot is rewritten
+  // only after a barrier), and per stage the chunk it holds.
+  __shared__ int s_unit[2];
+  __shared__ int2 s_meta[kStages];  // {unit or -1, kMidEnd | kEnd | kLast}
+  __shared__ bool s_is_last;
+  // kMidEnd: a scale group ends at row 31 of the chunk (apply record slot 0
+  // after k16 step 1); kEnd: one ends at row 63, or the unit does (apply slot
+  // 1, the group of the chunk's last row, after step 3); kLast: the unit's
+  // last chunk. So the hot loop tests two flags per chunk, not a group
+  // counter per k16 step.
+  constexpr int kMidEnd = 1, kEnd = 2, kLast = 4;
+
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int cps = a.chunks_per_split;
-  const int c_begin = blockIdx.y * cps;
-  const int nch = min(l.C, c_begin + cps) - c_begin;
-  const int nt0 = (blockIdx.x * kWarps + warp) * kWN;
+  const int splits = a.splits;
+  const int total_units = a.n_blocks * splits;
   const int rec_bytes = l.rec_bytes;
   const int ms_warp = 2 * kWN * rec_bytes;
   const int ms_stage = kWarps * ms_warp;
@@ -222,68 +279,141 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
   const uint4* wg = static_cast<const uint4*>(a.w);
   const uint8_t* recg = static_cast<const uint8_t*>(a.rec);
 
-  // Per-thread copy roles, fixed for the whole K slice: the hot loop only
-  // adds the chunk offset (no divisions there; they cost more than the
-  // dequantization of a whole tile).
+  const int grid = static_cast<int>(gridDim.x);
+  if (tid == 0) s_unit[1] = static_cast<int>(blockIdx.x) + grid;
+  __syncthreads();
+  // Every block that reaches its second unit fetches until a fetch fails,
+  // so the queue is taken exactly `fetches` times; the last taker resets it
+  // to zero for the next launch on this stream.
+  const int fetches = max(0, total_units - 2 * grid) + min(max(0, total_units - grid), grid);
+  int fetched = 0, fetched_slot = -1;  // thread 0: a fetch not yet stored in s_unit
+
+  // Loader state, uniform across the block: the unit being loaded, its chunk
+  // range, the next chunk; per thread, the copy sources for this unit (set
+  // once per unit: the hot loop only adds the chunk offset).
+  // (The first unit is not read from s_unit: thread 0 may refill slot 0
+  // before a slower thread would have read it.)
+  int ld_unit = static_cast<int>(blockIdx.x), ld_slot = 1;
+  int ld_c = 0, ld_c0 = 0, ld_nch = 0;
+  int ld_g = 0, ld_kin = 0;  // scale group and row within it of the next chunk
+  const int geff = l.geff ? l.geff : (1 << 30);
   constexpr int kXPieces = 8 * kMT * 8;  // 16-byte pieces of one x tile
   constexpr int kXPerThread = (kXPieces + kThreads - 1) / kThreads;
-  const T* x_src[kXPerThread];
-  int x_dst[kXPerThread];
+  constexpr int kTileU4 = kTileBytes / 16;  // uint4 per tile
+  // x copies: 32-bit element offsets into x (fewer registers than pointers).
+  int x_src[kXPerThread], x_dst[kXPerThread];
   bool x_ok[kXPerThread], x_active[kXPerThread];
 #pragma unroll
   for (int q = 0; q < kXPerThread; ++q) {
     const int i = tid + q * kThreads, r = i >> 3, p = i & 7;
     x_active[q] = i < kXPieces;
     x_ok[q] = x_active[q] && r < a.M;
-    x_src[q] = x_ok[q] ? x + static_cast<size_t>(r) * a.ldx + c_begin * 64 + p * 8 : x;
+    x_src[q] = x_ok[q] ? r * a.ldx + p * 8 : 0;
     x_dst[q] = (r * kXRow + p * 8) * 2;
   }
-  constexpr int kTileU4 = kTileBytes / 16;  // uint4 per tile
-  const uint4* w_src[kWN];
-  bool w_ok[kWN];
-#pragma unroll
-  for (int wn = 0; wn < kWN; ++wn) {
-    w_ok[wn] = nt0 + wn < l.NT;
-    w_src[wn] =
-        w_ok[wn] ? wg + (static_cast<size_t>(nt0 + wn) * l.C + c_begin) * kTileU4 + lane : wg;
-  }
+  // Weight source of this lane: tile (nt0 + wn, ld_c0 + ld_c) is uint4 index
+  // w_base + wn * kTileU4 + ld_c * kChunkU4 (the grouped order of
+  // device_ops.h; a warp's kWN tiles never straddle a group). 32-bit offsets:
+  // the packed weight is < 2^31 uint4, and they take fewer registers than kWN
+  // pointers, which the 80-register cap of the M <= 8 kernels cannot spare.
+  // The packed weight is padded to whole blocks (kMmaPaddedTiles), so the
+  // copies need no bounds predicate.
+  static_assert(kMmaGroupTiles % kWN == 0, "a warp's tiles must lie in one group");
+  static_assert(kMmaPaddedTiles % (kWarps * kWN) == 0, "blocks must not pass the padding");
+  constexpr int kChunkU4 = kMmaGroupTiles * kTileU4;
+  int w_base = 0;
   // Records: lane -> (slot, wn, 16-byte piece); slot 1 is the group of the
   // chunk's last row when the chunk crosses a group boundary.
+  // A warp copies 2 * kWN * pieces pieces: up to 48 (int4 tiles with f32
+  // scales and zero points), so a lane takes piece `lane` and, where there
+  // are more than 32, piece `lane + 32` too (the second round is uniform).
   const int pieces = rec_bytes / 16;
-  const bool rec_active = lane < 2 * kWN * pieces;
-  const int rec_slot = lane / (kWN * pieces);
-  const int rec_wn = (lane % (kWN * pieces)) / pieces, rec_piece = lane % pieces;
-  const uint8_t* rec_src =
-      recg + static_cast<size_t>(min(nt0 + rec_wn, l.NT - 1)) * rec_bytes + rec_piece * 16;
-  const size_t rec_gstride = static_cast<size_t>(l.NT) * rec_bytes;
-  const int rec_dst = warp * ms_warp + (rec_slot * kWN + rec_wn) * rec_bytes + rec_piece * 16;
-  const int geff = l.geff ? l.geff : (1 << 30);
-  int ld_g = (c_begin * 64) / geff, ld_kin = (c_begin * 64) % geff;  // group, row in group
-  int ld_c = 0;                                                      // chunks issued
+  const int rec_pieces = 2 * kWN * pieces;
+  const bool rec_round2 = rec_pieces > 32;
+  int rec_slot[2], rec_wn[2], rec_dst[2], rec_off[2] = {0, 0};
+  bool rec_active[2];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int pidx = lane + 32 * q;
+    rec_active[q] = pidx < rec_pieces;
+    rec_slot[q] = pidx / (kWN * pieces);
+    rec_wn[q] = (pidx % (kWN * pieces)) / pieces;
+    rec_dst[q] =
+        warp * ms_warp + (rec_slot[q] * kWN + rec_wn[q]) * rec_bytes + (pidx % pieces) * 16;
+  }
+  const int rec_gstride = l.NT * rec_bytes;  // < 2^31: the records are < 2 GB
 
+  // No integer division here (~40 instructions each, once per unit): the
+  // quotients come from a double multiply by the host's reciprocals, exact
+  // for these sizes ((n + 0.5) / d lies >= 0.5 / d from an integer).
+  auto begin_unit = [&](int u) {
+    const int b = static_cast<int>((u + 0.5) * a.inv_splits), sp = u - b * splits;
+    ld_c0 = sp * a.unit_chunks + min(sp, a.unit_extra);
+    ld_nch = a.unit_chunks + (sp < a.unit_extra ? 1 : 0);
+    ld_c = 0;
+    const int nt0 = (b * kWarps + warp) * kWN;
+    w_base =
+        (((nt0 / kMmaGroupTiles) * l.C + ld_c0) * kMmaGroupTiles + nt0 % kMmaGroupTiles) * kTileU4 +
+        lane;
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      rec_off[q] = min(nt0 + rec_wn[q], l.NT - 1) * rec_bytes + ((lane + 32 * q) % pieces) * 16;
+    }
+    ld_g = static_cast<int>((ld_c0 * 64 + 0.5) * a.inv_geff);
+    ld_kin = ld_c0 * 64 - ld_g * geff;
+  };
+  if (ld_unit < total_units) begin_unit(ld_unit);
+
+  // Issues the copies of the next chunk into stage s (nothing once the queue
+  // is empty) and records what the stage holds.
   auto load_next = [&](int s) {
+    if (ld_unit >= total_units) {
+      if (tid == 0) s_meta[s] = make_int2(-1, 0);
+      return;
+    }
+    if (tid == 0) {
+      const bool last = ld_c == ld_nch - 1;
+      const int flags = (ld_kin + 32 == geff ? kMidEnd : 0) |
+                        (ld_kin + 64 == geff || geff == 32 || last ? kEnd : 0) | (last ? kLast : 0);
+      s_meta[s] = make_int2(ld_unit, flags);
+    }
+    const int cabs = ld_c0 + ld_c;
     uint8_t* xs = xs_base + s * kXStage;
 #pragma unroll
     for (int q = 0; q < kXPerThread; ++q) {
-      if (x_active[q]) CpAsync16(xs + x_dst[q], x_src[q] + (x_ok[q] ? ld_c * 64 : 0), x_ok[q]);
+      if (x_active[q])
+        CpAsync16(xs + x_dst[q], x + (x_src[q] + (x_ok[q] ? cabs * 64 : 0)), x_ok[q]);
     }
     uint8_t* wsm = wsm_base + s * kWStage + warp * kWN * kTileBytes;
+    const uint4* w_at = wg + (w_base + ld_c * kChunkU4);
 #pragma unroll
-    for (int wn = 0; wn < kWN; ++wn)
+    for (int wn = 0; wn < kWN; ++wn) {
 #pragma unroll
       for (int h = 0; h < kBits / 4; ++h) {
-        CpAsync16(wsm + wn * kTileBytes + h * 512 + lane * 16,
-                  w_src[wn] + (w_ok[wn] ? ld_c * kTileU4 + h * 32 : 0), w_ok[wn]);
+        CpAsync16(wsm + wn * kTileBytes + h * 512 + lane * 16, w_at + wn * kTileU4 + h * 32, true);
       }
-    if (rec_active) {
-      const int grp = min(ld_g + (rec_slot && ld_kin + 63 >= geff ? 1 : 0), l.ngroups - 1);
-      CpAsync16(ms_base + s * ms_stage + rec_dst, rec_src + grp * rec_gstride, true);
+    }
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      if (q == 1 && !rec_round2) break;
+      if (!rec_active[q]) continue;
+      const int grp = min(ld_g + (rec_slot[q] && ld_kin + 63 >= geff ? 1 : 0), l.ngroups - 1);
+      CpAsync16(ms_base + s * ms_stage + rec_dst[q], recg + rec_off[q] + grp * rec_gstride, true);
     }
     ++ld_c;
     ld_kin += 64;
     while (ld_kin >= geff) {
       ld_kin -= geff;
       ++ld_g;
+    }
+    if (ld_c == ld_nch) {  // next unit: from the slot filled a barrier ago
+      ld_unit = s_unit[ld_slot];
+      if (tid == 0 && ld_unit < total_units) {
+        fetched = static_cast<int>(atomicAdd(a.queue, 1u));
+        fetched_slot = ld_slot ^ 1;
+      }
+      ld_slot ^= 1;
+      if (ld_unit < total_units) begin_unit(ld_unit);
     }
   };
 
@@ -296,20 +426,25 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[wn][mt][e] = part[wn][mt][e] = 0.f;
 
-  const int spg = l.geff / 16;  // k16 steps per group, 0 = one group
-  int step_in_group = l.geff ? ((c_begin * 64) % l.geff) / 16 : 0;
-
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nch) load_next(s);
+    load_next(s);
     CpAsyncCommit();
   }
   int stage = 0, load_stage = kStages - 1;  // stage computed / stage loaded next
+  T* y = static_cast<T*>(a.y);
 
-  for (int i = 0; i < nch; ++i) {
+  for (;;) {
+    if (tid == 0 && fetched_slot >= 0) {  // the fetch of the last unit change
+      s_unit[fetched_slot] = 2 * grid + fetched;
+      if (fetched == fetches - 1) *a.queue = 0;
+      fetched_slot = -1;
+    }
     CpAsyncWait<kStages - 2>();
     __syncthreads();
-    if (i + kStages - 1 < nch) load_next(load_stage);
+    const int2 meta = s_meta[stage];
+    if (meta.x < 0) break;  // uniform: the queue is empty and every loaded chunk is done
+    load_next(load_stage);
     CpAsyncCommit();
     load_stage = load_stage == kStages - 1 ? 0 : load_stage + 1;
     const int s = stage;
@@ -317,21 +452,31 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
     const uint8_t* xs = xs_base + s * kXStage;
     const uint8_t* wsm = wsm_base + s * kWStage + warp * kWN * kTileBytes;
     const uint8_t* ms = ms_base + s * ms_stage + warp * ms_warp;
+    const bool unit_last = (meta.y & kLast) != 0;
 
+    // The lane's weight words, read from shared memory half a chunk at a
+    // time (k16 steps 0-1, then 2-3), so only half of them hold registers at
+    // once: the M <= 8 kernels' 80-register cap spilled with all of them.
     uint32_t wr[kWN][kWords];
+    auto load_words = [&](int jp) {
 #pragma unroll
-    for (int wn = 0; wn < kWN; ++wn)
-#pragma unroll
-      for (int h = 0; h < kBits / 4; ++h) {
-        const uint4 v =
-            *reinterpret_cast<const uint4*>(wsm + wn * kTileBytes + h * 512 + lane * 16);
-        wr[wn][h * 4 + 0] = v.x;
-        wr[wn][h * 4 + 1] = v.y;
-        wr[wn][h * 4 + 2] = v.z;
-        wr[wn][h * 4 + 3] = v.w;
+      for (int wn = 0; wn < kWN; ++wn) {
+        if constexpr (kBits == 4) {
+          const uint2 v =
+              *reinterpret_cast<const uint2*>(wsm + wn * kTileBytes + lane * 16 + jp * 8);
+          wr[wn][2 * jp] = v.x;
+          wr[wn][2 * jp + 1] = v.y;
+        } else {
+          const uint4 v =
+              *reinterpret_cast<const uint4*>(wsm + wn * kTileBytes + jp * 512 + lane * 16);
+          wr[wn][jp * 4 + 0] = v.x;
+          wr[wn][jp * 4 + 1] = v.y;
+          wr[wn][jp * 4 + 2] = v.z;
+          wr[wn][jp * 4 + 3] = v.w;
+        }
       }
+    };
 
-    int slot = 0;
     ZeroConsts zc[kWN];
     auto load_consts = [&](int sl) {
 #pragma unroll
@@ -341,14 +486,48 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
           zc[wn] =
               D::Consts(RecordZero(rec, g, l.scale_kind), RecordZero(rec, g + 8, l.scale_kind));
         } else {
-          zc[wn] = D::Consts(kSymZero, kSymZero);
+          zc[wn] = D::kSym;
         }
       }
     };
     load_consts(0);
+    // acc += s * part for record slot sl, then part = 0. One branch on the
+    // scale type (uniform) for all of the lane's scales.
+    auto flush = [&](int sl) {
+      float s0[kWN], s8[kWN];
+      const uint8_t* rec = ms + sl * kWN * rec_bytes;
+      if (l.scale_kind == kScaleF32) {
+#pragma unroll
+        for (int wn = 0; wn < kWN; ++wn) {
+          s0[wn] = reinterpret_cast<const float*>(rec + wn * rec_bytes)[g];
+          s8[wn] = reinterpret_cast<const float*>(rec + wn * rec_bytes)[g + 8];
+        }
+      } else {
+        const bool bf = l.scale_kind == kScaleBf16;
+#pragma unroll
+        for (int wn = 0; wn < kWN; ++wn) {
+          const uint16_t* r16 = reinterpret_cast<const uint16_t*>(rec + wn * rec_bytes);
+          const uint32_t u0 = r16[g], u8 = r16[g + 8];
+          s0[wn] = bf ? __uint_as_float(u0 << 16) : __half2float(__ushort_as_half(u0));
+          s8[wn] = bf ? __uint_as_float(u8 << 16) : __half2float(__ushort_as_half(u8));
+        }
+      }
+#pragma unroll
+      for (int wn = 0; wn < kWN; ++wn)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          acc[wn][mt][0] = fmaf(s0[wn], part[wn][mt][0], acc[wn][mt][0]);
+          acc[wn][mt][1] = fmaf(s0[wn], part[wn][mt][1], acc[wn][mt][1]);
+          acc[wn][mt][2] = fmaf(s8[wn], part[wn][mt][2], acc[wn][mt][2]);
+          acc[wn][mt][3] = fmaf(s8[wn], part[wn][mt][3], acc[wn][mt][3]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[wn][mt][e] = 0.f;
+        }
+    };
 
 #pragma unroll
     for (int jp = 0; jp < 2; ++jp) {
+      load_words(jp);
       uint32_t b[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
@@ -365,43 +544,36 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
           for (int mt = 0; mt < kMT; ++mt)
             Mma16816<kBf16>(part[wn][mt], af, b[mt][2 * jj], b[mt][2 * jj + 1]);
         }
-        bool boundary = false;
-        if (spg) {
-          if (++step_in_group == spg) {
-            step_in_group = 0;
-            boundary = true;
-          }
+        if (j == 1 && (meta.y & kMidEnd)) {
+          flush(0);
+          load_consts(1);
         }
-        const bool last = (i == nch - 1) && (j == 3);
-        if (boundary || last) {
-#pragma unroll
-          for (int wn = 0; wn < kWN; ++wn) {
-            const uint8_t* rec = ms + (slot * kWN + wn) * rec_bytes;
-            const float s0 = RecordScale(rec, g, l.scale_kind);
-            const float s8 = RecordScale(rec, g + 8, l.scale_kind);
-#pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) {
-              acc[wn][mt][0] = fmaf(s0, part[wn][mt][0], acc[wn][mt][0]);
-              acc[wn][mt][1] = fmaf(s0, part[wn][mt][1], acc[wn][mt][1]);
-              acc[wn][mt][2] = fmaf(s8, part[wn][mt][2], acc[wn][mt][2]);
-              acc[wn][mt][3] = fmaf(s8, part[wn][mt][3], acc[wn][mt][3]);
-#pragma unroll
-              for (int e = 0; e < 4; ++e) part[wn][mt][e] = 0.f;
-            }
-          }
-          if (boundary && j < 3) {
-            slot = 1;
-            load_consts(1);
-          }
-        }
+        if (j == 3 && (meta.y & kEnd)) flush(1);
       }
     }
-  }
-  CpAsyncWait<0>();
+    if (!unit_last) continue;
 
-  // Epilogue. C fragment: c0,c1 = (n = g, m = 2t, 2t+1), c2,c3 = (n = g + 8, same m).
-  T* y = static_cast<T*>(a.y);
-  if (gridDim.y == 1) {
+    // The unit's epilogue. C fragment: c0,c1 = (n = g, m = 2t, 2t+1),
+    // c2,c3 = (n = g + 8, same m).
+    const int ub = meta.x / splits;
+    const int nt0 = (ub * kWarps + warp) * kWN;
+    if (splits == 1) {
+#pragma unroll
+      for (int wn = 0; wn < kWN; ++wn)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int n = (nt0 + wn) * 16 + g + (e >> 1) * 8;
+            const int m = mt * 8 + 2 * t + (e & 1);
+            if (m < a.M && n < l.N) {
+              const float bias = a.bias ? a.bias[n] : 0.f;
+              y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(acc[wn][mt][e] + bias);
+            }
+            acc[wn][mt][e] = 0.f;
+          }
+      continue;
+    }
 #pragma unroll
     for (int wn = 0; wn < kWN; ++wn)
 #pragma unroll
@@ -410,70 +582,61 @@ __global__ void __launch_bounds__(kThreads, kMT == 1 ? 3 : (kMT == 2 ? 2 : 1))
         for (int e = 0; e < 4; ++e) {
           const int n = (nt0 + wn) * 16 + g + (e >> 1) * 8;
           const int m = mt * 8 + 2 * t + (e & 1);
-          if (m < a.M && n < l.N) {
-            const float bias = a.bias ? a.bias[n] : 0.f;
-            y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(acc[wn][mt][e] + bias);
-          }
+          if (m < a.M && n < l.N)
+            atomicAdd(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], acc[wn][mt][e]);
+          acc[wn][mt][e] = 0.f;
         }
-    return;
-  }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) s_is_last = atomicAdd(&a.counters[ub], 1u) == static_cast<unsigned>(splits - 1);
+    __syncthreads();
+    if (!s_is_last) continue;
+    __threadfence();
+    // The sums sit in L2 (the atomics were performed there): read them with
+    // ld.cg, four independent loads per thread in flight before the first
+    // store, so the reduction costs a few L2 round trips rather than one per
+    // element. Meanwhile the copies of the next chunks are in flight.
+    constexpr int kBatch = 4;
+    const int n0 = ub * kBN;
+    const int total = a.M * kBN;
+    for (int base = 0; base < total; base += kThreads * kBatch) {
+      float v[kBatch];
 #pragma unroll
-  for (int wn = 0; wn < kWN; ++wn)
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int n = (nt0 + wn) * 16 + g + (e >> 1) * 8;
-        const int m = mt * 8 + 2 * t + (e & 1);
-        if (m < a.M && n < l.N)
-          atomicAdd(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], acc[wn][mt][e]);
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * kThreads + tid;
+        const int m = i / kBN, n = n0 + i % kBN;
+        v[u] = i < total && n < l.N ? __ldcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n]) : 0.f;
       }
-  __threadfence();
-  __syncthreads();
-  __shared__ bool is_last;
-  if (tid == 0) is_last = atomicAdd(&a.counters[blockIdx.x], 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  // The sums sit in L2 (the atomics were performed there): read them with
-  // ld.cg, four independent loads per thread in flight before the first
-  // store, so the reduction costs a few L2 round trips rather than one per
-  // element.
-  constexpr int kBN = kWarps * kWN * 16;
-  constexpr int kBatch = 4;
-  const int n0 = blockIdx.x * kBN;
-  const int total = a.M * kBN;
-  for (int base = 0; base < total; base += kThreads * kBatch) {
-    float v[kBatch];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int i = base + u * kThreads + tid;
-      const int m = i / kBN, n = n0 + i % kBN;
-      v[u] = i < total && n < l.N ? __ldcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n]) : 0.f;
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int i = base + u * kThreads + tid;
-      const int m = i / kBN, n = n0 + i % kBN;
-      if (i < total && n < l.N) {
-        const float bias = a.bias ? a.bias[n] : 0.f;
-        y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(v[u] + bias);
-        __stcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], 0.f);
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * kThreads + tid;
+        const int m = i / kBN, n = n0 + i % kBN;
+        if (i < total && n < l.N) {
+          const float bias = a.bias ? a.bias[n] : 0.f;
+          y[static_cast<size_t>(m) * a.ldy + n] = FromFloat<T>(v[u] + bias);
+          __stcg(&a.ws[static_cast<size_t>(m) * a.ws_ld + n], 0.f);
+        }
       }
     }
+    if (tid == 0) a.counters[ub] = 0;
   }
-  if (tid == 0) a.counters[blockIdx.x] = 0;
+  CpAsyncWait<0>();
 }
-
 // Tile configurations by M, an explicit list for compile speed. Small M
 // streams 2 KB per warp per 64-row chunk (int4: 4 n16 tiles, int8: 2), which
 // amortises the per-chunk bookkeeping; larger M takes fewer tiles per warp to
 // bound the accumulator registers.
+// occ: blocks per SM the register cap is set for; stages: pipeline depth.
+// Measured on the H200 (BENCHMARKS.md): M <= 8 at 2 blocks per SM and 4
+// stages (no register spills; 16 instead of 24 warps) was within +-5 % of
+// 3 blocks and 3 stages, faster on 4096x14336, slower on 8192x28672.
 struct TileConfig {
-  int max_m, mt, wn;
+  int max_m, mt, wn, occ, stages;
 };
-constexpr TileConfig kConfigs4[] = {{8, 1, 4}, {16, 2, 4}, {32, 4, 2}, {64, 8, 2}};
-constexpr TileConfig kConfigs8[] = {{8, 1, 2}, {16, 2, 2}, {32, 4, 2}, {64, 8, 2}};
+constexpr TileConfig kConfigs4[] = {
+    {8, 1, 4, 3, 3}, {16, 2, 4, 2, 3}, {32, 4, 2, 1, 4}, {64, 8, 2, 1, 4}};
+constexpr TileConfig kConfigs8[] = {
+    {8, 1, 2, 3, 3}, {16, 2, 2, 2, 3}, {32, 4, 2, 1, 4}, {64, 8, 2, 1, 4}};
 constexpr int kNumConfigs = 4;
 const TileConfig& Config(int bits, int cfg) { return bits == 4 ? kConfigs4[cfg] : kConfigs8[cfg]; }
 
@@ -484,13 +647,13 @@ KernelFn PickKernel(int cfg) {
   constexpr int kSmallWn = kBits == 4 ? 4 : 2;
   switch (cfg) {
     case 0:
-      return MmaDecodeKernel<kBits, kBf16, 1, kSmallWn, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 1, kSmallWn, kZeros, 3, 3>;
     case 1:
-      return MmaDecodeKernel<kBits, kBf16, 2, kSmallWn, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 2, kSmallWn, kZeros, 2, 3>;
     case 2:
-      return MmaDecodeKernel<kBits, kBf16, 4, 2, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 4, 2, kZeros, 1, 4>;
     default:
-      return MmaDecodeKernel<kBits, kBf16, 8, 2, kZeros>;
+      return MmaDecodeKernel<kBits, kBf16, 8, 2, kZeros, 1, 4>;
   }
 }
 
@@ -508,7 +671,7 @@ int SmemBytes(int bits, int cfg, int rec_bytes) {
   const int x_stage = 8 * c.mt * kXRow * 2;
   const int w_stage = kWarps * c.wn * 512 * (bits / 4);
   const int m_stage = kWarps * 2 * c.wn * rec_bytes;
-  return StagesFor(c.mt) * (x_stage + w_stage + m_stage);
+  return c.stages * (x_stage + w_stage + m_stage);
 }
 
 // Per (kernel, smem size): the opt-in for > 48 KB and the occupancy, computed
@@ -516,18 +679,85 @@ int SmemBytes(int bits, int cfg, int rec_bytes) {
 std::atomic<int> g_blocks_per_sm[2 * 2 * 2 * kNumConfigs * 3];
 std::atomic<int> g_num_sms{0};
 
+// Knobs for measuring the schedule (tests/gpu/run.sh compares them):
+//   QLAYER_CUDA_DECODE_MODE=oneshot: one unit per block, the split count from
+//     OneShotSplits (the schedule before the queue);
+//   QLAYER_CUDA_DECODE_UNITS_PER_BLOCK (default 1): the persistent grid's
+//     units per block. Measured on the H200 (BENCHMARKS.md, M = 1): 1 unit
+//     per block 48.9 us on 8192x28672 against 51.0 (2), 52.2 (3), 53.5 (4)
+//     and 53.6 for the one-shot schedule; 18.8 us on 4096x14336 against
+//     21.6-22.5 for 2-6. So by default the queue hands out nothing (every
+//     block has its unit) and the grid is the one wave with the most splits
+//     that fits; the queue is there for larger counts (and is tested with
+//     QLAYER_CUDA_DECODE_MAX_GRID);
+//   QLAYER_CUDA_DECODE_MAX_WAVES (default 4): the one-shot grid's waves;
+//   QLAYER_CUDA_DECODE_MAX_GRID: a cap on the persistent grid, so that the
+//     GPU tests' small layers also run many units per block (tests/gpu/run.sh).
+struct DecodeTuning {
+  bool oneshot = false;
+  int units_per_block = 1;
+  int max_waves = 4;
+  int max_grid = 1 << 30;
+};
+DecodeTuning ReadDecodeTuning() {
+  DecodeTuning t;
+  auto num = [](const char* name, int def) {
+    const char* e = std::getenv(name);
+    const int v = e != nullptr ? std::atoi(e) : 0;
+    return v >= 1 ? v : def;
+  };
+  const char* mode = std::getenv("QLAYER_CUDA_DECODE_MODE");
+  t.oneshot = mode != nullptr && std::string_view(mode) == "oneshot";
+  t.units_per_block = num("QLAYER_CUDA_DECODE_UNITS_PER_BLOCK", 1);
+  t.max_waves = num("QLAYER_CUDA_DECODE_MAX_WAVES", 4);
+  t.max_grid = num("QLAYER_CUDA_DECODE_MAX_GRID", 1 << 30);
+  return t;
+}
+
+// The one-shot schedule's split count: a score per chunk count (at least two
+// chunks per split, so the pipeline has something to overlap): the fill of
+// the slots over the waves, discounted for the tail of the last wave (blocks
+// that finish early are replaced only when there is a next wave: ncu saw SMs
+// idle 25% of a one-wave launch), minus the split-K traffic (M x N fp32
+// atomics per split, against K x N / 2 bytes of weights) and a fixed cost
+// for the split-K epilogue.
+int OneShotSplits(const MmaLayoutArgs& l, int M, int n_blocks, int slots, int max_waves) {
+  const double atomics_per_split = 0.5 * 8.0 * M / (64.0 * l.C) * (l.bits == 4 ? 1.0 : 0.5);
+  int cps = l.C;
+  double best = -1e9;
+  for (int c = l.C; c >= 1; --c) {
+    if (c < 2 && l.C >= 2) break;
+    const int splits = (l.C + c - 1) / c;
+    const int64_t blocks = static_cast<int64_t>(splits) * n_blocks;
+    const int64_t waves = (blocks + slots - 1) / slots;
+    if (waves > max_waves && c != l.C) break;
+    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * slots);
+    const double score = fill * (1.0 - 0.25 / static_cast<double>(waves)) -
+                         (splits > 1 ? 0.02 + atomics_per_split * splits : 0.0);
+    if (score > best + 1e-9) {
+      best = score;
+      cps = c;
+    }
+  }
+  // Chunks are spread evenly over the splits; keep every split >= 2 chunks.
+  return std::clamp((l.C + cps - 1) / cps, 1, std::max(1, l.C / 2));
+}
+
 }  // namespace
 
 int MmaDecodeMaxNBlocks(int NT) { return (NT + kWarps - 1) / kWarps; }
+int MmaDecodeCounters(int NT) { return MmaDecodeMaxNBlocks(NT) + 1; }
 
 cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
                             MmaDecodeLaunchInfo* info) {
   const MmaLayoutArgs& l = a.layout;
   if (a.M <= 0) return cudaSuccess;
   if (a.M > 64 || l.C <= 0 || l.NT <= 0 || (l.bits != 4 && l.bits != 8) ||
-      (l.rec_bytes != 32 && l.rec_bytes != 64 && l.rec_bytes != 96)) {
-    return cudaErrorInvalidValue;
+      (l.rec_bytes != 32 && l.rec_bytes != 64 && l.rec_bytes != 96) ||
+      static_cast<int64_t>(l.ngroups) * l.NT * l.rec_bytes >= (int64_t{1} << 31)) {
+    return cudaErrorInvalidValue;  // (the kernel's record offsets are 32-bit)
   }
+  static const DecodeTuning tuning = ReadDecodeTuning();
   int cfg = 0;
   while (cfg < kNumConfigs - 1 && a.M > Config(l.bits, cfg).max_m) ++cfg;
   const KernelFn fn = Pick(l.bits, a.bf16, l.zeros, cfg);
@@ -554,41 +784,31 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
     g_blocks_per_sm[slot].store(occ, std::memory_order_relaxed);
   }
 
-  // Split K so that the grid keeps every SM's block slots busy: the kernel is
-  // bandwidth-bound, so idle SMs are lost bandwidth. A score per chunk count
-  // (at least two chunks per split, so the pipeline has something to
-  // overlap): the fill of the slots over the waves, discounted for the tail
-  // of the last wave (blocks that finish early are replaced only when there
-  // is a next wave: ncu saw SMs idle 25% of a one-wave launch), minus the
-  // split-K traffic (M x N fp32 atomics per split, against K x N / 2 bytes of
-  // weights) and a fixed cost for the split-K epilogue.
-  // QLAYER_CUDA_DECODE_MAX_WAVES (default 4) bounds the waves considered.
-  static const int max_waves = [] {
-    const char* e = std::getenv("QLAYER_CUDA_DECODE_MAX_WAVES");
-    const int v = e != nullptr ? std::atoi(e) : 0;
-    return v >= 1 ? v : 4;
-  }();
   const int bn = kWarps * Config(l.bits, cfg).wn;  // n16 tiles per block
   const int n_blocks = (l.NT + bn - 1) / bn;
   const int slots = sms * occ;
-  const double atomics_per_split = 0.5 * 8.0 * a.M / (64.0 * l.C) * (l.bits == 4 ? 1.0 : 0.5);
-  int cps = l.C;
-  double best = -1e9;
-  for (int c = l.C; c >= 1; --c) {
-    if (c < 2 && l.C >= 2) break;
-    const int splits = (l.C + c - 1) / c;
-    const int64_t blocks = static_cast<int64_t>(splits) * n_blocks;
-    const int64_t waves = (blocks + slots - 1) / slots;
-    if (waves > max_waves && c != l.C) break;
-    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * slots);
-    const double score = fill * (1.0 - 0.25 / static_cast<double>(waves)) -
-                         (splits > 1 ? 0.02 + atomics_per_split * splits : 0.0);
-    if (score > best + 1e-9) {
-      best = score;
-      cps = c;
-    }
+  const int max_splits = std::max(1, l.C / 2);  // every unit >= 2 chunks (the queue's protocol)
+  int splits = 1;
+  int64_t grid = 0;
+  if (tuning.oneshot || l.C < 2) {
+    splits = OneShotSplits(l, a.M, n_blocks, slots, tuning.max_waves);
+    grid = static_cast<int64_t>(n_blocks) * splits;
+  } else {
+    // Persistent: one wave of resident blocks taking `units_per_block` units
+    // each: the most splits whose units fit that many waves of the slots
+    // exactly (a few more would leave most blocks idle while some take one
+    // unit extra), so that the queue can even out blocks that stream at
+    // different rates; but units long enough that the split-K sums (M x block
+    // rows of fp32 atomics per unit, in L2) stay under half of the unit's
+    // weight bytes (int4: M / 8 of a chunk's bytes per chunk; int8: M / 16).
+    const int64_t want_units = static_cast<int64_t>(slots) * tuning.units_per_block;
+    const int by_waves = static_cast<int>(std::max<int64_t>(1, want_units / n_blocks));
+    const int min_chunks = std::max(2, (a.M + (l.bits == 4 ? 3 : 7)) / (l.bits == 4 ? 4 : 8));
+    const int by_atomics = std::max(1, l.C / min_chunks);
+    splits = std::clamp(std::min(by_waves, by_atomics), 1, max_splits);
+    grid = std::min<int64_t>({slots, static_cast<int64_t>(n_blocks) * splits, tuning.max_grid});
   }
-  const int splits = (l.C + cps - 1) / cps;
+  const int cps = (l.C + splits - 1) / splits;
 
   if (info != nullptr) {
     info->m_tiles = Config(l.bits, cfg).mt;
@@ -597,11 +817,19 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
     info->splits = splits;
     info->chunks_per_split = cps;
     info->blocks_per_sm = occ;
+    info->grid = static_cast<int>(grid);
     info->smem_bytes = smem;
   }
   MmaDecodeArgs args = a;
   args.chunks_per_split = cps;
-  fn<<<dim3(n_blocks, splits), kThreads, smem, stream>>>(args);
+  args.splits = splits;
+  args.n_blocks = n_blocks;
+  args.unit_chunks = l.C / splits;
+  args.unit_extra = l.C % splits;
+  args.inv_splits = 1.0 / splits;
+  args.inv_geff = 1.0 / (l.geff ? l.geff : (1 << 30));
+  args.queue = a.counters + MmaDecodeMaxNBlocks(l.NT);
+  fn<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(args);
   return cudaGetLastError();
 }
 

@@ -58,8 +58,8 @@ class CudaMmaLinear final : public CudaLinearKernel {
     if (!plan.perm.empty()) {
       QLAYER_RETURN_IF_ERROR(perm_.Upload(plan.perm.data(), plan.perm.size() * sizeof(int32_t)));
     }
-    QLAYER_RETURN_IF_ERROR(
-        packed_.Grow(static_cast<size_t>(l.NT) * l.C * 512 * static_cast<size_t>(bits_ / 4)));
+    QLAYER_RETURN_IF_ERROR(packed_.Grow(static_cast<size_t>(MmaPackedTiles(l)) * 512 *
+                                        static_cast<size_t>(bits_ / 4)));
     QLAYER_RETURN_IF_ERROR(
         records_.Grow(static_cast<size_t>(l.ngroups) * l.NT * static_cast<size_t>(l.rec_bytes)));
     QLAYER_CUDA_RETURN_IF_ERROR(
@@ -84,7 +84,7 @@ class CudaMmaLinear final : public CudaLinearKernel {
                             GatherForPermutedK(x, M, l.K, l.Kp, perm_, worker, stream));
     const int ws_ld = l.NT * 16;
     QLAYER_RETURN_IF_ERROR(worker.EnsureSplitK(
-        static_cast<size_t>(64) * ws_ld, static_cast<size_t>(MmaDecodeMaxNBlocks(l.NT)), stream));
+        static_cast<size_t>(64) * ws_ld, static_cast<size_t>(MmaDecodeCounters(l.NT)), stream));
     MmaDecodeArgs a;
     a.w = packed_.get();
     a.rec = records_.get();

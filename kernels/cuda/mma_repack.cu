@@ -23,16 +23,25 @@ __device__ __forceinline__ uint32_t FetchQ(const MmaLayoutArgs& l, const int32_t
   return (v >> (l.bits * (k % pack))) & ((1u << l.bits) - 1u);
 }
 
+// Tile index t in the packed order -> (nt, c): groups of 16 n16 tiles, each
+// group's tiles side by side per chunk, chunks one after another.
+__device__ __forceinline__ void TileAt(const MmaLayoutArgs& l, int64_t t, int* nt, int* c) {
+  const int64_t per_group = static_cast<int64_t>(l.C) * kMmaGroupTiles;
+  const int ng = static_cast<int>(t / per_group), rem = static_cast<int>(t % per_group);
+  *c = rem / kMmaGroupTiles;
+  *nt = ng * kMmaGroupTiles + rem % kMmaGroupTiles;
+}
+
 __global__ void RepackMmaWeightsKernel(const MmaLayoutArgs l, const int32_t* qw,
-                                       const int32_t* perm, uint32_t* out) {
-  const int64_t total = static_cast<int64_t>(l.NT) * l.C * 128 * (l.bits / 4);
+                                       const int32_t* perm, uint32_t* out, int64_t total) {
   for (int64_t wi = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; wi < total;
        wi += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     uint32_t word = 0;
     if (l.bits == 4) {
       const int64_t tile = wi / 128;
       const int lane = static_cast<int>((wi / 4) % 32), j = static_cast<int>(wi % 4);
-      const int nt = static_cast<int>(tile / l.C), c = static_cast<int>(tile % l.C);
+      int nt, c;
+      TileAt(l, tile, &nt, &c);
       const int g = lane / 4, t = lane % 4;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
@@ -47,7 +56,8 @@ __global__ void RepackMmaWeightsKernel(const MmaLayoutArgs l, const int32_t* qw,
       const int h = static_cast<int>((wi / 128) % 2);
       const int lane = static_cast<int>((wi / 4) % 32), w = static_cast<int>(wi % 4);
       const int j = 2 * h + w / 2, p = w % 2;
-      const int nt = static_cast<int>(tile / l.C), c = static_cast<int>(tile % l.C);
+      int nt, c;
+      TileAt(l, tile, &nt, &c);
       const int g = lane / 4, t = lane % 4;
 #pragma unroll
       for (int b = 0; b < 4; ++b) {
@@ -105,9 +115,9 @@ int GridFor(int64_t items, int threads) {
 
 cudaError_t LaunchRepackMmaWeights(const MmaLayoutArgs& l, const int32_t* qweight,
                                    const int32_t* perm, void* packed, cudaStream_t stream) {
-  const int64_t words = static_cast<int64_t>(l.NT) * l.C * 128 * (l.bits / 4);
-  RepackMmaWeightsKernel<<<GridFor(words, 256), 256, 0, stream>>>(l, qweight, perm,
-                                                                  static_cast<uint32_t*>(packed));
+  const int64_t words = MmaPackedTiles(l) * 128 * (l.bits / 4);
+  RepackMmaWeightsKernel<<<GridFor(words, 256), 256, 0, stream>>>(
+      l, qweight, perm, static_cast<uint32_t*>(packed), words);
   return cudaGetLastError();
 }
 

@@ -120,11 +120,13 @@ int Profile(const Device& gpu, cuda::Worker& worker, cudaStream_t s) {
 int Main(int argc, char** argv) {
   std::string out_path = "bench_cuda.csv";
   bool quick = false;
-  bool profile = false;  // for ncu: two plain calls per (shape, M), no graphs, no peers
+  bool profile = false;   // for ncu: two plain calls per (shape, M), no graphs, no peers
+  bool mma_only = false;  // the decode kernel alone, M <= 64: for comparing its schedules
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--out=", 6) == 0) out_path = argv[i] + 6;
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--profile") == 0) profile = true;
+    if (std::strcmp(argv[i], "--mma-only") == 0) mma_only = true;
   }
   FILE* out = std::fopen(out_path.c_str(), "w");
   if (out == nullptr) {
@@ -218,6 +220,7 @@ int Main(int argc, char** argv) {
     shapes = {{4096, 4096}, {8192, 28672}};
     ms = {1, 2, 16, 64, 256};
   }
+  if (mma_only) ms = {1, 2, 4, 8, 16, 32, 64};
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
   const double cold_bytes = 2.0 * l2 + (16 << 20);
   for (const BenchShape& sh : shapes) {
@@ -246,9 +249,9 @@ int Main(int argc, char** argv) {
       return ks;
     };
     double mma_prep_ms = 0, dq_prep_ms = 0, gemv_prep_ms = 0;
-    auto gemv = prepare("cuda_gemv_w4a16", copies, &gemv_prep_ms);
+    auto gemv = prepare("cuda_gemv_w4a16", mma_only ? 0 : copies, &gemv_prep_ms);
     auto mma = prepare("cuda_mma_w4a16", copies, &mma_prep_ms);
-    auto dq = prepare("cuda_dequant_cublas", dense_copies, &dq_prep_ms);
+    auto dq = prepare("cuda_dequant_cublas", mma_only ? 0 : dense_copies, &dq_prep_ms);
     std::fprintf(out, "%lld,%lld,0,prepare_mma,%.1f,1\n", static_cast<long long>(K),
                  static_cast<long long>(N), mma_prep_ms * 1000);
     std::fprintf(out, "%lld,%lld,0,prepare_gemv,%.1f,1\n", static_cast<long long>(K),
@@ -257,7 +260,7 @@ int Main(int argc, char** argv) {
                  static_cast<long long>(N), dq_prep_ms * 1000);
 
     std::vector<cuda::DeviceBuffer> dense(static_cast<size_t>(dense_copies));
-    for (int i = 0; i < dense_copies; ++i) {
+    for (int i = 0; i < (mma_only ? 0 : dense_copies); ++i) {
       CHECK_OK(dense[static_cast<size_t>(i)].Grow(static_cast<size_t>(K * N * 2)));
       CHECK_CUDA(gputest::FillRandom16(dense[static_cast<size_t>(i)].get(), K * N, 100 + i, 0.02f,
                                        false, s));
@@ -276,7 +279,7 @@ int Main(int argc, char** argv) {
         std::printf("K=%-6lld N=%-6lld M=%-5lld %-16s %10.2f us\n", static_cast<long long>(K),
                     static_cast<long long>(N), static_cast<long long>(M), path, us);
       };
-      if (M <= 4) {
+      if (M <= 4 && !mma_only) {
         const double us = TimeGraphUs(s, [&](int i) {
           auto* k = static_cast<const cuda::CudaLinearKernel*>(
               gemv[static_cast<size_t>(i % copies)].get());
@@ -292,7 +295,7 @@ int Main(int argc, char** argv) {
         });
         row("mma", us, copies);
       }
-      if (M >= 32) {
+      if (M >= 32 && !mma_only) {
         const double us = TimeGraphUs(s, [&](int i) {
           auto* k = static_cast<const cuda::CudaLinearKernel*>(
               dq[static_cast<size_t>(i % dense_copies)].get());
@@ -300,6 +303,7 @@ int Main(int argc, char** argv) {
         });
         row("dequant_cublas", us, dense_copies);
       }
+      if (mma_only) continue;
       const double us = TimeGraphUs(s, [&](int i) {
         dense_gemm(dense[static_cast<size_t>(i % dense_copies)].get(), x.get(), y.get(), M, N, K);
       });

@@ -72,9 +72,12 @@ const std::vector<Shape>& Shapes() {
       {1024, 520, 128, false, false, true},
       {1000, 200, 1000, false, false, false, DType::kF32},  // channel-wise, K % 64 != 0
       {1056, 136, 32},                                      // K % 64 == 32
-      {1024, 520, 128, true},                               // act-order
-      {1024, 264, 64, true, true, true, DType::kBF16},      // uneven act-order groups
-      {4096, 256, 128},                                     // deep split-K
+      // f32 scales with zero points: 96-byte records, more 16-byte pieces
+      // than a warp has lanes, and two groups per 64-row chunk.
+      {1024, 136, 32, false, false, false, DType::kF32},
+      {1024, 520, 128, true},                           // act-order
+      {1024, 264, 64, true, true, true, DType::kBF16},  // uneven act-order groups
+      {4096, 256, 128},                                 // deep split-K
   };
   return shapes;
 }

@@ -5,7 +5,11 @@
 #   device.txt build.log tests.log service_e2e.log bench_cuda.csv bench_torch.csv bench_table.md
 #   (+ sanitize.log with QLAYER_GPU_SANITIZE=1: compute-sanitizer memcheck on
 #   two of the test's weight-type/dtype pairs; + bench_onewave.csv with
-#   QLAYER_GPU_COMPARE_WAVES=1: the quick benchmark with one-wave split-K)
+#   QLAYER_GPU_COMPARE_WAVES=1: the quick benchmark with one-wave split-K;
+#   + sweep_table.md with QLAYER_GPU_SWEEP=1: the decode kernel alone, M 1..64,
+#   under its schedules (one-shot split-K, one wave with 1/2/4 units per
+#   block); + ncu.txt with QLAYER_GPU_NCU=1: Nsight Compute's DRAM and SM
+#   figures for the decode kernel at M = 1 and 16 under both schedules)
 # Usage: tests/gpu/run.sh [--quick]     (--quick: 2 shapes, 4 values of M)
 # QLAYER_GPU_SKIP=tests,service,bench,peers (any of them) leaves parts out, so
 # that correctness and the long benchmark fit separate 10-minute calls.
@@ -71,6 +75,20 @@ timeout 240 "$BIN/qlayer_gpu_tests" --gtest_brief=1 >"$OUT/tests.log" 2>&1
 tests_rc=$?
 grep -E "seed|FAILED|Failure|error|Expected|Which is|rel|PASSED|SKIPPED|tests ran" "$OUT/tests.log" | head -60
 say "tests exit $tests_rc in $((SECONDS - start)) s"
+# The decode kernel's other schedules on the same checks: a persistent grid
+# capped at 3 blocks (the tests' layers are small, so by default most blocks
+# take one unit; capped, every block walks many units, crossing unit
+# boundaries inside its pipeline), and the one-shot split-K.
+for sched in QLAYER_CUDA_DECODE_MAX_GRID=3 QLAYER_CUDA_DECODE_MODE=oneshot \
+             QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=4,QLAYER_CUDA_DECODE_MAX_GRID=5; do
+  start=$SECONDS
+  env ${sched//,/ } timeout 240 "$BIN/qlayer_gpu_tests" --gtest_brief=1 \
+    --gtest_filter='*MatchesFloat64*:*Concurrent*' >"$OUT/tests_${sched//[=,]/_}.log" 2>&1
+  rc=$?
+  [[ $rc -ne 0 ]] && tests_rc=$rc
+  grep -E "FAILED|Failure|Expected|Which is|tests ran|PASSED" "$OUT/tests_${sched//[=,]/_}.log" | head -20
+  say "tests with $sched: exit $rc in $((SECONDS - start)) s"
+done
 fi
 
 if [[ "${QLAYER_GPU_SANITIZE:-0}" == 1 ]]; then
@@ -111,6 +129,45 @@ if [[ "${QLAYER_GPU_COMPARE_WAVES:-0}" == 1 ]]; then
     --out="$OUT/bench_onewave.csv" --quick >"$LOGS/bench_onewave.log" 2>&1
 fi
 say "bench exit $bench_rc in $((SECONDS - start)) s"
+fi
+
+if [[ "${QLAYER_GPU_SWEEP:-0}" == 1 ]]; then
+  say "decode schedules sweep"
+  start=$SECONDS
+  sweep=()
+  nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader \
+    -lms 500 >"$OUT/sweep_clocks.csv" 2>&1 &
+  smi=$!
+  for pair in oneshot:QLAYER_CUDA_DECODE_MODE=oneshot upb1:QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=1 \
+              upb2:QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=2 upb4:QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=4; do
+    name=${pair%%:*} sched=${pair#*:}
+    env ${sched//,/ } timeout 150 "$BIN/qlayer_gpu_bench" --mma-only --out="$OUT/sweep_$name.csv" \
+      >"$LOGS/sweep_$name.log" 2>&1 || tail -5 "$LOGS/sweep_$name.log"
+    sweep+=("$name=$OUT/sweep_$name.csv")
+  done
+  kill $smi 2>/dev/null
+  python3 tests/gpu/sweep_table.py "${sweep[@]}" | tee "$OUT/sweep_table.md"
+  sort "$OUT/sweep_clocks.csv" | uniq -c | sort -rn | head -5
+  say "sweep done in $((SECONDS - start)) s"
+fi
+
+if [[ "${QLAYER_GPU_NCU:-0}" == 1 ]] && command -v ncu >/dev/null; then
+  say "ncu"
+  metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__cycles_active.avg.pct_of_peak_sustained_elapsed,launch__grid_size,launch__registers_per_thread
+  for sched in QLAYER_CUDA_DECODE_MODE=persistent QLAYER_CUDA_DECODE_MODE=oneshot; do
+    echo "## $sched" >>"$OUT/ncu.txt"
+    env "$sched" timeout 120 ncu --clock-control none -k regex:MmaDecode --metrics "$metrics" \
+      "$BIN/qlayer_gpu_bench" --profile >>"$OUT/ncu.txt" 2>&1
+  done
+  grep -E "^##|MmaDecode|duration|dram__|sm__|smsp__|grid_size" "$OUT/ncu.txt" | \
+    sed -E 's/ +/ /g' | cut -c1-150 | head -80
+  # Where the warps of the M = 1 kernel on 8192x28672 wait (its first call).
+  timeout 120 ncu --clock-control none -k regex:MmaDecode --launch-skip 4 --launch-count 1 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section Occupancy --section SchedulerStats \
+    "$BIN/qlayer_gpu_bench" --profile >"$OUT/ncu_detail.txt" 2>&1
+  grep -E "Throughput|Stall|Warp Cycles|Issued|Eligible|Occupancy|Bandwidth|Hit Rate|Duration" \
+    "$OUT/ncu_detail.txt" | sed -E 's/ +/ /g' | head -60
 fi
 
 PY=python3

@@ -4,11 +4,9 @@
 # the benchmark and its same-run PyTorch peers, and write everything to $OUT:
 #   device.txt build.log tests.log service_e2e.log bench_cuda.csv bench_torch.csv bench_table.md
 #   (+ sanitize.log with QLAYER_GPU_SANITIZE=1: compute-sanitizer memcheck on
-#   two of the test's weight-type/dtype pairs; + bench_onewave.csv with
-#   QLAYER_GPU_COMPARE_WAVES=1: the quick benchmark with one-wave split-K;
-#   + sweep_table.md with QLAYER_GPU_SWEEP=1: the decode kernel alone, M 1..64,
-#   under its schedules (one-shot split-K, one wave with 1/2/4 units per
-#   block); + ncu.txt with QLAYER_GPU_NCU=1: Nsight Compute's DRAM and SM
+#   two of the test's weight-type/dtype pairs; + sweep_table.md with
+#   QLAYER_GPU_SWEEP=1: the decode kernel alone, M 1..64, under its schedules
+#   (one-shot split-K, one wave with 1/2/4 units per block); + ncu.txt with QLAYER_GPU_NCU=1: Nsight Compute's DRAM and SM
 #   figures for the decode kernel at M = 1 and 16 under both schedules)
 # Usage: tests/gpu/run.sh [--quick]     (--quick: 2 shapes, 4 values of M)
 # QLAYER_GPU_SKIP=tests,service,bench,peers (any of them) leaves parts out, so
@@ -123,11 +121,6 @@ start=$SECONDS
 timeout 300 "$BIN/qlayer_gpu_bench" --out="$OUT/bench_cuda.csv" $QUICK >"$LOGS/bench_cuda.log" 2>&1
 bench_rc=$?
 [[ $bench_rc -ne 0 ]] && tail -20 "$LOGS/bench_cuda.log"
-if [[ "${QLAYER_GPU_COMPARE_WAVES:-0}" == 1 ]]; then
-  # The decode kernel's split-K choice limited to one wave, for comparison.
-  QLAYER_CUDA_DECODE_MAX_WAVES=1 timeout 120 "$BIN/qlayer_gpu_bench" \
-    --out="$OUT/bench_onewave.csv" --quick >"$LOGS/bench_onewave.log" 2>&1
-fi
 say "bench exit $bench_rc in $((SECONDS - start)) s"
 fi
 

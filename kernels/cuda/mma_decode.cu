@@ -327,21 +327,34 @@ __global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecod
   // A warp copies 2 * kWN * pieces pieces: up to 48 (int4 tiles with f32
   // scales and zero points), so a lane takes piece `lane` and, where there
   // are more than 32, piece `lane + 32` too (the second round is uniform).
+  // Piece pidx of a warp's records: slot pidx / (kWN * pieces), tile wn, and
+  // 16-byte piece pidx % pieces. The first round's facts stay in two
+  // registers (the shared-memory offset, a multiple of 16, carries "slot 1"
+  // in bit 0 and "active" in bit 1); the rare second round recomputes its own.
   const int pieces = rec_bytes / 16;
   const int rec_pieces = 2 * kWN * pieces;
   const bool rec_round2 = rec_pieces > 32;
-  int rec_slot[2], rec_wn[2], rec_dst[2], rec_off[2] = {0, 0};
-  bool rec_active[2];
-#pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    const int pidx = lane + 32 * q;
-    rec_active[q] = pidx < rec_pieces;
-    rec_slot[q] = pidx / (kWN * pieces);
-    rec_wn[q] = (pidx % (kWN * pieces)) / pieces;
-    rec_dst[q] =
-        warp * ms_warp + (rec_slot[q] * kWN + rec_wn[q]) * rec_bytes + (pidx % pieces) * 16;
-  }
+  auto rec_dst_of = [&](int pidx) {
+    const int slot = pidx / (kWN * pieces), wn = (pidx % (kWN * pieces)) / pieces;
+    // (Beyond rec_pieces, slot would be 2 or more: such a lane copies nothing.)
+    return (warp * ms_warp + (slot * kWN + wn) * rec_bytes + (pidx % pieces) * 16) |
+           (pidx < rec_pieces ? 2 | slot : 0);
+  };
+  auto rec_off_of = [&](int pidx, int nt0) {
+    const int wn = (pidx % (kWN * pieces)) / pieces;
+    return min(nt0 + wn, l.NT - 1) * rec_bytes + (pidx % pieces) * 16;
+  };
+  const int rec0_dst = rec_dst_of(lane);
+  int rec0_off = 0, nt0_cur = 0;
   const int rec_gstride = l.NT * rec_bytes;  // < 2^31: the records are < 2 GB
+  // Byte offsets of the records of group ld_g and of the next group (the
+  // group of a crossing chunk's last row), kept up to date as ld_g moves, so
+  // that a chunk's record copy costs a select, not a clamp and a multiply.
+  int rec_g_off = 0, rec_g1_off = 0;
+  auto set_group = [&](int grp) {
+    rec_g_off = grp * rec_gstride;
+    rec_g1_off = min(grp + 1, l.ngroups - 1) * rec_gstride;
+  };
 
   // No integer division here (~40 instructions each, once per unit): the
   // quotients come from a double multiply by the host's reciprocals, exact
@@ -355,12 +368,11 @@ __global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecod
     w_base =
         (((nt0 / kMmaGroupTiles) * l.C + ld_c0) * kMmaGroupTiles + nt0 % kMmaGroupTiles) * kTileU4 +
         lane;
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      rec_off[q] = min(nt0 + rec_wn[q], l.NT - 1) * rec_bytes + ((lane + 32 * q) % pieces) * 16;
-    }
+    rec0_off = rec_off_of(lane, nt0);
+    nt0_cur = nt0;
     ld_g = static_cast<int>((ld_c0 * 64 + 0.5) * a.inv_geff);
     ld_kin = ld_c0 * 64 - ld_g * geff;
+    set_group(ld_g);
   };
   if (ld_unit < total_units) begin_unit(ld_unit);
 
@@ -393,18 +405,24 @@ __global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecod
         CpAsync16(wsm + wn * kTileBytes + h * 512 + lane * 16, w_at + wn * kTileU4 + h * 32, true);
       }
     }
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      if (q == 1 && !rec_round2) break;
-      if (!rec_active[q]) continue;
-      const int grp = min(ld_g + (rec_slot[q] && ld_kin + 63 >= geff ? 1 : 0), l.ngroups - 1);
-      CpAsync16(ms_base + s * ms_stage + rec_dst[q], recg + rec_off[q] + grp * rec_gstride, true);
-    }
+    const bool cross = ld_kin + 63 >= geff;  // the chunk's last row is in the next group
+    uint8_t* ms_s = ms_base + s * ms_stage;
+    auto copy_record = [&](int dst, int off) {
+      if (dst & 2) {
+        const int goff = (dst & 1) && cross ? rec_g1_off : rec_g_off;
+        CpAsync16(ms_s + (dst & ~15), recg + (off + goff), true);
+      }
+    };
+    copy_record(rec0_dst, rec0_off);
+    if (rec_round2) copy_record(rec_dst_of(lane + 32), rec_off_of(lane + 32, nt0_cur));
     ++ld_c;
     ld_kin += 64;
-    while (ld_kin >= geff) {
-      ld_kin -= geff;
-      ++ld_g;
+    if (ld_kin >= geff) {
+      while (ld_kin >= geff) {
+        ld_kin -= geff;
+        ++ld_g;
+      }
+      set_group(ld_g);
     }
     if (ld_c == ld_nch) {  // next unit: from the slot filled a barrier ago
       ld_unit = s_unit[ld_slot];

@@ -88,7 +88,8 @@ struct MmaDecodeLaunchInfo {
 };
 cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
                             MmaDecodeLaunchInfo* info = nullptr);
-// n blocks of the widest schedule, and the counters the decode kernel needs
+// An upper bound on the n blocks of any configuration (8 tiles per block;
+// the narrowest has 16), and the counters the decode kernel needs
 // for a layer of NT tiles (one per n block, then the queue).
 int MmaDecodeMaxNBlocks(int NT);
 int MmaDecodeCounters(int NT);

@@ -46,7 +46,10 @@
 // boundaries (see MmaDecodeKernel). Split-K partial sums go to an fp32
 // workspace with atomics; the last unit of each n block (arrival counter)
 // writes y, adds the bias and zeroes the workspace and counter again, and the
-// last block out resets the queue, so a call is one kernel launch.
+// thread that takes the queue's last unit resets it, so a call is one kernel
+// launch (which relies on the previous launch on the stream having finished
+// cleanly: Forward marks the worker's buffers dirty, to be zeroed again, on
+// any error).
 //
 // Measured: BENCHMARKS.md ("CUDA linear kernels").
 //
@@ -73,9 +76,6 @@ namespace {
 
 constexpr int kWarps = 8;  // 2 per scheduler: enough issue slots to hide the dequant math
 constexpr int kThreads = kWarps * 32;
-// Pipeline depth: small-M configurations move 16 KB per block per stage, so
-// three stages (two in flight) already keep ~100 KB per SM in flight, and the
-// smaller footprint lets three blocks share an SM.
 constexpr int kXRow = 72;  // halves per x row in shared memory: 64 + 8 so ldmatrix is conflict-free
 
 struct ZeroConsts {
@@ -221,25 +221,28 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
 }
 
 // Work is cut into units: (n block b, k split sp) = the block's kWarps x kWN
-// n16 tiles over chunks [sp*C/S, (sp+1)*C/S) of K (S splits, each >= 2
-// chunks). A grid of at most one wave of resident blocks takes units from a
-// queue: the first two statically (units blockIdx.x and blockIdx.x +
-// gridDim.x, so a block starts copying at once), then one atomicAdd each,
-// issued a unit ahead of need and its answer stored a loop turn later, so no
-// thread waits on the round trip. The cp.async pipeline runs across unit boundaries, so a
-// block pays the pipeline's fill latency once per launch, not once per unit,
-// and blocks on fast memory partitions take more units than slow ones (a
-// one-unit-per-block grid left SMs idle for the last quarter of a wave).
-// With the grid as large as the unit count, every block takes one unit and
-// leaves: the old one-shot split-K (QLAYER_CUDA_DECODE_MODE=oneshot).
+// n16 tiles over C / S chunks of K, the first C % S splits one more (S splits,
+// each >= 2 chunks, except the one-shot path's single chunk when C = 1). A grid of at most one wave
+// of resident blocks takes units from a queue: the first two statically (units blockIdx.x and
+// blockIdx.x + gridDim.x, so a block starts copying at once), then one atomicAdd each, issued a
+// unit ahead of need and its answer stored a loop turn later, so no thread waits on the round trip.
+// The cp.async pipeline runs across unit boundaries, so a block pays the pipeline's fill latency
+// once per launch, not once per unit, and blocks on fast memory partitions take more units than
+// slow ones (a one-unit-per-block grid left SMs idle for the last quarter of a wave). With the grid
+// as large as the unit count, every block takes one unit and leaves: the old one-shot split-K
+// (QLAYER_CUDA_DECODE_MODE=oneshot).
 //
 // kBits: 4 or 8. kBf16: activation type. kMT: m8 tiles (M <= 8 kMT).
-// Minimum blocks per SM: 3 for M <= 8 and 2 for M <= 16 (the register caps,
-// 85 and 128, hold without spills), so ~24 warps per SM stream weights.
+// Minimum blocks per SM: 3 for M <= 8 and 2 for M <= 16 (register caps of 80
+// and 128: the M <= 8 kernels spill 40-52 bytes), so ~24 warps per SM stream
+// weights.
 // kWN: n16 tiles per warp. kZeros: records carry zero points.
 // kOcc, kStages: the register cap (blocks per SM) and the pipeline depth.
 template <int kBits, bool kBf16, int kMT, int kWN, bool kZeros, int kOcc, int kStages>
 __global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecodeArgs a) {
+  // The queue's two-slot hand-off assumes at most one unit boundary inside
+  // the prologue's kStages - 1 copies of 2-chunk units.
+  static_assert(kStages <= 4, "deeper pipelines need a longer unit ring");
   using T = typename std::conditional<kBf16, __nv_bfloat16, __half>::type;
   using D = Dequant<kBits, kBf16>;
   constexpr int kTileBytes = 512 * (kBits / 4);  // one n16 x k64 tile
@@ -352,6 +355,7 @@ __global__ void __launch_bounds__(kThreads, kOcc) MmaDecodeKernel(const MmaDecod
   // that a chunk's record copy costs a select, not a clamp and a multiply.
   int rec_g_off = 0, rec_g1_off = 0;
   auto set_group = [&](int grp) {
+    grp = min(grp, l.ngroups - 1);  // (past a unit's last chunk: unused, but no overflow)
     rec_g_off = grp * rec_gstride;
     rec_g1_off = min(grp + 1, l.ngroups - 1) * rec_gstride;
   };
@@ -704,10 +708,10 @@ std::atomic<int> g_num_sms{0};
 //     units per block. Measured on the H200 (BENCHMARKS.md, M = 1): 1 unit
 //     per block 48.9 us on 8192x28672 against 51.0 (2), 52.2 (3), 53.5 (4)
 //     and 53.6 for the one-shot schedule; 18.8 us on 4096x14336 against
-//     21.6-22.5 for 2-6. So by default the queue hands out nothing (every
-//     block has its unit) and the grid is the one wave with the most splits
-//     that fits; the queue is there for larger counts (and is tested with
-//     QLAYER_CUDA_DECODE_MAX_GRID);
+//     21.6-22.5 for 2-6. So by default the grid is the one wave with the most
+//     splits that fits and each block has one unit; the queue hands out
+//     units only when there are more n blocks than slots (N > ~200K at
+//     M <= 8) or with larger counts (tested with QLAYER_CUDA_DECODE_MAX_GRID);
 //   QLAYER_CUDA_DECODE_MAX_WAVES (default 4): the one-shot grid's waves;
 //   QLAYER_CUDA_DECODE_MAX_GRID: a cap on the persistent grid, so that the
 //     GPU tests' small layers also run many units per block (tests/gpu/run.sh).
@@ -772,8 +776,9 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
   if (a.M <= 0) return cudaSuccess;
   if (a.M > 64 || l.C <= 0 || l.NT <= 0 || (l.bits != 4 && l.bits != 8) ||
       (l.rec_bytes != 32 && l.rec_bytes != 64 && l.rec_bytes != 96) ||
-      static_cast<int64_t>(l.ngroups) * l.NT * l.rec_bytes >= (int64_t{1} << 31)) {
-    return cudaErrorInvalidValue;  // (the kernel's record offsets are 32-bit)
+      static_cast<int64_t>(l.ngroups) * l.NT * l.rec_bytes >= (int64_t{1} << 31) ||
+      MmaPackedTiles(l) * 32 * (l.bits / 4) >= (int64_t{1} << 31)) {
+    return cudaErrorInvalidValue;  // (the kernel's record and uint4 weight offsets are 32-bit)
   }
   static const DecodeTuning tuning = ReadDecodeTuning();
   int cfg = 0;

@@ -48,8 +48,7 @@ bool CallStream<Rpc>::ended() const {
 
 template <typename Rpc>
 bool CallStream<Rpc>::finished() const {
-  absl::MutexLock lock(&mu_);
-  return done_;
+  return released_->HasBeenNotified();
 }
 
 template <typename Rpc>
@@ -61,8 +60,10 @@ size_t CallStream<Rpc>::pending() const {
 template <typename Rpc>
 void CallStream<Rpc>::Shutdown() {
   context_.TryCancel();
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&done_));
+  // Not just done_: OnDone must also have let go of the stream, so that the
+  // caller's reference is the last and the stream (its ClientContext, which
+  // holds the Channel) is destroyed on the caller's thread.
+  released_->WaitForNotification();
 }
 
 template <typename Rpc>
@@ -146,9 +147,19 @@ void CallStream<Rpc>::OnDone(const grpc::Status& status) {
   }
   for (auto& [id, call] : orphans) call.done(why);
   // Only now: Shutdown() promises no callbacks after it returns.
-  std::shared_ptr<CallStream> keep = std::move(self_);
-  absl::MutexLock lock(&mu_);
-  done_ = true;
+  std::shared_ptr<absl::Notification> released = released_;  // outlives `this`
+  {
+    std::shared_ptr<CallStream> keep = std::move(self_);
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }  // `keep` goes: the last reference only if the owner has let go already
+  // From here on this thread (one of gRPC's) neither holds nor touches the
+  // stream, and its owner may destroy it. It must not be destroyed here: its
+  // ClientContext holds the Channel, and a Channel whose last reference goes
+  // on a gRPC callback thread can free the completion queue that thread is
+  // polling (gRPC 1.51: "ref_counted.h:183 assertion failed: prior > 0" in
+  // grpc_cq_internal_unref when the Client was destroyed just before).
+  released->Notify();
 }
 
 template <typename Rpc>

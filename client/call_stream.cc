@@ -59,6 +59,10 @@ size_t CallStream<Rpc>::pending() const {
 
 template <typename Rpc>
 void CallStream<Rpc>::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    cancelling_ = true;
+  }
   context_.TryCancel();
   // Not just done_: OnDone must also have let go of the stream, so that the
   // caller's reference is the last and the stream (its ClientContext, which
@@ -85,6 +89,38 @@ void CallStream<Rpc>::OnWriteDone(bool ok) {
     return;
   }
   MaybeStartWriteLocked();
+  MaybeHalfCloseLocked();  // gRPC allows no WritesDone while a write is in flight
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::RetireLocked(std::vector<Pending>* unsent) {
+  if (ended_) return;  // broken or retired already: OnDone or the half-close follows
+  ended_ = true;
+  server_draining_ = true;
+  for (const Request& r : outbox_) {
+    auto it = pending_.find(r.request_id());
+    if (it == pending_.end()) continue;
+    unsent->push_back(std::move(it->second));
+    pending_.erase(it);
+  }
+  outbox_.clear();
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::MaybeHalfCloseLocked() {
+  // Not once the last read has completed: Expire() calls this from the
+  // timer thread, outside any reaction, and once the read side is done gRPC
+  // may finish the call (every operation complete, OnDone follows) at any
+  // moment; a WritesDone started then would be an operation on a finished
+  // call. While a read is outstanding, or its OnReadDone runs, the call
+  // cannot finish, so starting the half-close is safe.
+  if (!server_draining_ || writes_done_ || read_done_ || done_ || write_in_flight_ ||
+      !pending_.empty()) {
+    return;
+  }
+  writes_done_ = true;
+  // The server answers what it read and then ends the stream (OnDone).
+  this->StartWritesDone();
 }
 
 template <typename Rpc>
@@ -92,19 +128,32 @@ void CallStream<Rpc>::OnReadDone(bool ok) {
   if (!ok) {
     absl::MutexLock lock(&mu_);
     ended_ = true;  // OnDone follows once the write in flight (if any) is done
+    read_done_ = true;
     return;
   }
   Response response = std::move(response_);
   this->StartRead(&response_);
   Pending call;
+  bool found = false;
+  std::vector<Pending> unsent;
   {
     absl::MutexLock lock(&mu_);
+    // Before the answer's callback: a caller that sends again from it must
+    // not land on this stream.
+    if (SaysServerDraining(response.error())) RetireLocked(&unsent);
     auto it = pending_.find(response.request_id());
-    if (it == pending_.end()) return;  // expired, or not ours: nobody waits for it
-    call = std::move(it->second);
-    pending_.erase(it);
+    if (it != pending_.end()) {  // else expired, or not ours: nobody waits for it
+      call = std::move(it->second);
+      pending_.erase(it);
+      found = true;
+    }
+    MaybeHalfCloseLocked();
   }
-  call.done(Rpc::Decode(response, call.sent));
+  for (Pending& p : unsent) {
+    p.done(absl::UnavailableError(absl::StrCat(
+        Rpc::kName, " request not sent: the server is draining (its stream is retired)")));
+  }
+  if (found) call.done(Rpc::Decode(response, call.sent));
 }
 
 template <typename Rpc>
@@ -123,6 +172,7 @@ void CallStream<Rpc>::Expire(uint64_t request_id) {
         break;
       }
     }
+    MaybeHalfCloseLocked();  // it may have been the last one a retired stream owed
   }
   call.done(absl::DeadlineExceededError(
       absl::StrCat(Rpc::kName, " request ", request_id, ": no answer after ",
@@ -132,14 +182,23 @@ void CallStream<Rpc>::Expire(uint64_t request_id) {
 template <typename Rpc>
 void CallStream<Rpc>::OnDone(const grpc::Status& status) {
   absl::flat_hash_map<uint64_t, Pending> orphans;
+  bool cancelled_here;
   {
     absl::MutexLock lock(&mu_);
     ended_ = true;
     orphans.swap(pending_);
     outbox_.clear();
+    cancelled_here = cancelling_;
   }
   absl::Status why = FromGrpcStatus(status);
-  if (why.ok()) {
+  if (why.code() == absl::StatusCode::kCancelled && !cancelled_here) {
+    // Not cancelled by this client: a server exiting right after its drain
+    // resets streams opened at its very end (seen as CANCELLED after SIGTERM,
+    // Faults.SigtermAndRestart...); their calls were not computed, so they
+    // are as unanswered as on any stream the server closed.
+    why = absl::UnavailableError(
+        absl::StrCat(Rpc::kName, " stream cancelled by the server: ", why.message()));
+  } else if (why.ok()) {
     why = absl::UnavailableError(absl::StrCat(Rpc::kName, " stream closed by the server with ",
                                               orphans.size(), " answers owed"));
   } else {

@@ -12,6 +12,14 @@
 // opens a fresh one for the next call (reconnecting). A per-call deadline
 // ends a call with DEADLINE_EXCEEDED.
 //
+// Retiring: an answer saying the server is draining (SaysServerDraining:
+// the request was refused, not computed) ends the stream for new calls at
+// once; calls queued here but not yet written end UNAVAILABLE (never sent:
+// their callers send them again elsewhere), and once every call written on
+// it is answered (or expired) the stream half-closes, which is what lets a
+// drained server end it. A caller that kept re-sending on it would keep it
+// from going quiet, holding the server's drain to its grace period.
+//
 // Lifetime: the reactor keeps itself alive (self_) until gRPC's OnDone, so
 // its owner may drop it at any time; Shutdown() cancels and waits until
 // OnDone has run and let go of it. Its ClientContext holds the Channel, and
@@ -96,6 +104,11 @@ class CallStream final
 
   void Expire(uint64_t request_id);
   void MaybeStartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The server is draining: no more calls here; the unwritten ones are
+  // moved to `unsent` (their callbacks run by the caller, unlocked).
+  void RetireLocked(std::vector<Pending>* unsent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Half-closes a retired stream once nothing written on it is owed.
+  void MaybeHalfCloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DeadlineTimer* timer_ = nullptr;
   grpc::ClientContext context_;
@@ -106,9 +119,13 @@ class CallStream final
   std::deque<Request> outbox_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // no more writes
-  bool done_ ABSL_GUARDED_BY(mu_) = false;   // OnDone has run
-  std::shared_ptr<CallStream> self_;         // released in OnDone
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;            // no more writes
+  bool done_ ABSL_GUARDED_BY(mu_) = false;             // OnDone has run
+  bool server_draining_ ABSL_GUARDED_BY(mu_) = false;  // an answer said so
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;      // StartWritesDone issued
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;        // the last read completed
+  bool cancelling_ ABSL_GUARDED_BY(mu_) = false;       // Shutdown() cancelled it
+  std::shared_ptr<CallStream> self_;                   // released in OnDone
   // Notified by OnDone once it has released self_ and touches nothing more;
   // shared so that OnDone can notify after the stream may be gone.
   const std::shared_ptr<absl::Notification> released_ = std::make_shared<absl::Notification>();

@@ -48,8 +48,7 @@ bool CallStream<Rpc>::ended() const {
 
 template <typename Rpc>
 bool CallStream<Rpc>::finished() const {
-  absl::MutexLock lock(&mu_);
-  return done_;
+  return released_->HasBeenNotified();
 }
 
 template <typename Rpc>
@@ -60,9 +59,15 @@ size_t CallStream<Rpc>::pending() const {
 
 template <typename Rpc>
 void CallStream<Rpc>::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    cancelling_ = true;
+  }
   context_.TryCancel();
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&done_));
+  // Not just done_: OnDone must also have let go of the stream, so that the
+  // caller's reference is the last and the stream (its ClientContext, which
+  // holds the Channel) is destroyed on the caller's thread.
+  released_->WaitForNotification();
 }
 
 template <typename Rpc>
@@ -84,6 +89,38 @@ void CallStream<Rpc>::OnWriteDone(bool ok) {
     return;
   }
   MaybeStartWriteLocked();
+  MaybeHalfCloseLocked();  // gRPC allows no WritesDone while a write is in flight
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::RetireLocked(std::vector<Pending>* unsent) {
+  if (ended_) return;  // broken or retired already: OnDone or the half-close follows
+  ended_ = true;
+  server_draining_ = true;
+  for (const Request& r : outbox_) {
+    auto it = pending_.find(r.request_id());
+    if (it == pending_.end()) continue;
+    unsent->push_back(std::move(it->second));
+    pending_.erase(it);
+  }
+  outbox_.clear();
+}
+
+template <typename Rpc>
+void CallStream<Rpc>::MaybeHalfCloseLocked() {
+  // Not once the last read has completed: Expire() calls this from the
+  // timer thread, outside any reaction, and once the read side is done gRPC
+  // may finish the call (every operation complete, OnDone follows) at any
+  // moment; a WritesDone started then would be an operation on a finished
+  // call. While a read is outstanding, or its OnReadDone runs, the call
+  // cannot finish, so starting the half-close is safe.
+  if (!server_draining_ || writes_done_ || read_done_ || done_ || write_in_flight_ ||
+      !pending_.empty()) {
+    return;
+  }
+  writes_done_ = true;
+  // The server answers what it read and then ends the stream (OnDone).
+  this->StartWritesDone();
 }
 
 template <typename Rpc>
@@ -91,19 +128,32 @@ void CallStream<Rpc>::OnReadDone(bool ok) {
   if (!ok) {
     absl::MutexLock lock(&mu_);
     ended_ = true;  // OnDone follows once the write in flight (if any) is done
+    read_done_ = true;
     return;
   }
   Response response = std::move(response_);
   this->StartRead(&response_);
   Pending call;
+  bool found = false;
+  std::vector<Pending> unsent;
   {
     absl::MutexLock lock(&mu_);
+    // Before the answer's callback: a caller that sends again from it must
+    // not land on this stream.
+    if (SaysServerDraining(response.error())) RetireLocked(&unsent);
     auto it = pending_.find(response.request_id());
-    if (it == pending_.end()) return;  // expired, or not ours: nobody waits for it
-    call = std::move(it->second);
-    pending_.erase(it);
+    if (it != pending_.end()) {  // else expired, or not ours: nobody waits for it
+      call = std::move(it->second);
+      pending_.erase(it);
+      found = true;
+    }
+    MaybeHalfCloseLocked();
   }
-  call.done(Rpc::Decode(response, call.sent));
+  for (Pending& p : unsent) {
+    p.done(absl::UnavailableError(absl::StrCat(
+        Rpc::kName, " request not sent: the server is draining (its stream is retired)")));
+  }
+  if (found) call.done(Rpc::Decode(response, call.sent));
 }
 
 template <typename Rpc>
@@ -122,6 +172,7 @@ void CallStream<Rpc>::Expire(uint64_t request_id) {
         break;
       }
     }
+    MaybeHalfCloseLocked();  // it may have been the last one a retired stream owed
   }
   call.done(absl::DeadlineExceededError(
       absl::StrCat(Rpc::kName, " request ", request_id, ": no answer after ",
@@ -131,14 +182,23 @@ void CallStream<Rpc>::Expire(uint64_t request_id) {
 template <typename Rpc>
 void CallStream<Rpc>::OnDone(const grpc::Status& status) {
   absl::flat_hash_map<uint64_t, Pending> orphans;
+  bool cancelled_here;
   {
     absl::MutexLock lock(&mu_);
     ended_ = true;
     orphans.swap(pending_);
     outbox_.clear();
+    cancelled_here = cancelling_;
   }
   absl::Status why = FromGrpcStatus(status);
-  if (why.ok()) {
+  if (why.code() == absl::StatusCode::kCancelled && !cancelled_here) {
+    // Not cancelled by this client: a server exiting right after its drain
+    // resets streams opened at its very end (seen as CANCELLED after SIGTERM,
+    // Faults.SigtermAndRestart...); their calls were not computed, so they
+    // are as unanswered as on any stream the server closed.
+    why = absl::UnavailableError(
+        absl::StrCat(Rpc::kName, " stream cancelled by the server: ", why.message()));
+  } else if (why.ok()) {
     why = absl::UnavailableError(absl::StrCat(Rpc::kName, " stream closed by the server with ",
                                               orphans.size(), " answers owed"));
   } else {
@@ -146,9 +206,19 @@ void CallStream<Rpc>::OnDone(const grpc::Status& status) {
   }
   for (auto& [id, call] : orphans) call.done(why);
   // Only now: Shutdown() promises no callbacks after it returns.
-  std::shared_ptr<CallStream> keep = std::move(self_);
-  absl::MutexLock lock(&mu_);
-  done_ = true;
+  std::shared_ptr<absl::Notification> released = released_;  // outlives `this`
+  {
+    std::shared_ptr<CallStream> keep = std::move(self_);
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }  // `keep` goes: the last reference only if the owner has let go already
+  // From here on this thread (one of gRPC's) neither holds nor touches the
+  // stream, and its owner may destroy it. It must not be destroyed here: its
+  // ClientContext holds the Channel, and a Channel whose last reference goes
+  // on a gRPC callback thread can free the completion queue that thread is
+  // polling (gRPC 1.51: "ref_counted.h:183 assertion failed: prior > 0" in
+  // grpc_cq_internal_unref when the Client was destroyed just before).
+  released->Notify();
 }
 
 template <typename Rpc>

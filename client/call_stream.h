@@ -12,8 +12,22 @@
 // opens a fresh one for the next call (reconnecting). A per-call deadline
 // ends a call with DEADLINE_EXCEEDED.
 //
+// Retiring: an answer saying the server is draining (SaysServerDraining:
+// the request was refused, not computed) ends the stream for new calls at
+// once; calls queued here but not yet written end UNAVAILABLE (never sent:
+// their callers send them again elsewhere), and once every call written on
+// it is answered (or expired) the stream half-closes, which is what lets a
+// drained server end it. A caller that kept re-sending on it would keep it
+// from going quiet, holding the server's drain to its grace period.
+//
 // Lifetime: the reactor keeps itself alive (self_) until gRPC's OnDone, so
-// its owner may drop it at any time; Shutdown() cancels and waits for OnDone.
+// its owner may drop it at any time; Shutdown() cancels and waits until
+// OnDone has run and let go of it. Its ClientContext holds the Channel, and
+// gRPC must not see a Channel's last reference go on one of its own callback
+// threads (gRPC 1.51 then frees the completion queue that thread polls: a
+// "ref_counted.h:183 assertion failed: prior > 0" abort in
+// grpc_cq_internal_unref), so CallStreams keeps every stream until finished()
+// and Client drops them, then its Channel, on the destroying thread.
 //
 // CallStreams: the streams of one Client for one RPC, keyed by (layer or
 // block, lane, waits for the channel): a fail-fast call never joins a stream
@@ -36,6 +50,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/deadline_timer.h"
 #include "client/stream_rpcs.h"
@@ -66,13 +81,14 @@ class CallStream final
 
   // True once the stream can take no more calls.
   bool ended() const;
-  // True once gRPC is done with the stream and every callback has run.
+  // True once gRPC is done with the stream, every callback has run and
+  // OnDone has let go of it: dropping it then destroys it on this thread.
   bool finished() const;
   // Calls waiting for an answer (written or not).
   size_t pending() const;
 
   // Cancels the stream (pending calls end CANCELLED) and waits for gRPC to
-  // finish with it.
+  // finish with it (finished()).
   void Shutdown();
 
  private:
@@ -88,6 +104,11 @@ class CallStream final
 
   void Expire(uint64_t request_id);
   void MaybeStartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The server is draining: no more calls here; the unwritten ones are
+  // moved to `unsent` (their callbacks run by the caller, unlocked).
+  void RetireLocked(std::vector<Pending>* unsent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Half-closes a retired stream once nothing written on it is owed.
+  void MaybeHalfCloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DeadlineTimer* timer_ = nullptr;
   grpc::ClientContext context_;
@@ -98,9 +119,16 @@ class CallStream final
   std::deque<Request> outbox_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // no more writes
-  bool done_ ABSL_GUARDED_BY(mu_) = false;   // OnDone has run
-  std::shared_ptr<CallStream> self_;         // released in OnDone
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;            // no more writes
+  bool done_ ABSL_GUARDED_BY(mu_) = false;             // OnDone has run
+  bool server_draining_ ABSL_GUARDED_BY(mu_) = false;  // an answer said so
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;      // StartWritesDone issued
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;        // the last read completed
+  bool cancelling_ ABSL_GUARDED_BY(mu_) = false;       // Shutdown() cancelled it
+  std::shared_ptr<CallStream> self_;                   // released in OnDone
+  // Notified by OnDone once it has released self_ and touches nothing more;
+  // shared so that OnDone can notify after the stream may be gone.
+  const std::shared_ptr<absl::Notification> released_ = std::make_shared<absl::Notification>();
 };
 
 template <typename Rpc>
@@ -150,8 +178,9 @@ class CallStreams {
   absl::Mutex mu_;
   std::map<std::tuple<std::string, int, bool>, std::shared_ptr<CallStream<Rpc>>> streams_
       ABSL_GUARDED_BY(mu_);
-  // Replaced streams whose OnDone may not have run yet: Shutdown() waits for
-  // them too, so that no callback runs after it returns.
+  // Replaced streams not yet finished(): Shutdown() waits for them too, so
+  // that no callback runs after it returns and none is destroyed on a gRPC
+  // thread.
   std::vector<std::shared_ptr<CallStream<Rpc>>> retired_ ABSL_GUARDED_BY(mu_);
   // Set by Shutdown(): a callback that sends during it gets CANCELLED
   // instead of a stream nobody would shut down.

@@ -84,7 +84,9 @@ class Client {
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
                                                          const ClientOptions& options = {});
   // Cancels every open stream (pending calls end CANCELLED, their callbacks
-  // run before this returns).
+  // run before this returns) and waits until gRPC has let go of each, so that
+  // the streams and the Channel are destroyed on this thread. Not from one of
+  // the Client's own callbacks (it would wait for itself).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

@@ -2,10 +2,24 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/wire_tensor.h"
+#include "google/rpc/error_details.pb.h"
 
 namespace qlayer {
+
+bool SaysServerDraining(const google::rpc::Status& error) {
+  if (error.code() != static_cast<int>(absl::StatusCode::kUnavailable)) return false;
+  for (const google::protobuf::Any& detail : error.details()) {
+    google::rpc::ErrorInfo info;
+    if (detail.UnpackTo(&info) && info.reason() == "SERVER_DRAINING" &&
+        info.domain() == "qlayer.v1") {
+      return true;
+    }
+  }
+  return absl::StartsWith(error.message(), "qlayer-server is draining");
+}
 
 absl::StatusOr<ForwardResult> ForwardRpc::Decode(v1::ForwardResponse& r, absl::Time sent) {
   const int64_t latency_us = absl::ToInt64Microseconds(absl::Now() - sent);

@@ -10,10 +10,19 @@
 #include "absl/time/time.h"
 #include "client/forward_result.h"
 #include "client/moe_stream.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "qlayer/v1/layer_service.grpc.pb.h"
 
 namespace qlayer {
+
+// True when an answer's error says the server is draining (SIGTERM) and
+// refused the request without computing it: UNAVAILABLE with a
+// google.rpc.ErrorInfo detail, reason SERVER_DRAINING in domain qlayer.v1
+// (proto/qlayer/v1/layer_service.proto), or -- from a server older than the
+// marker -- its "qlayer-server is draining" message. The stream it came on
+// should take no more requests (CallStream retires it).
+bool SaysServerDraining(const google::rpc::Status& error);
 
 // Called exactly once per MoEForward call, on a gRPC or timer thread (keep it
 // short). A request's own error answer is the non-OK status here (the

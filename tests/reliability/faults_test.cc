@@ -585,5 +585,90 @@ TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
   remote->reset();
 }
 
+// SIGTERM (grace 10 s) while 8 threads call through qlayer::RemoteLinear,
+// then a new server on the same port once the old one has exited. The
+// drained server refuses every request it reads after the signal
+// (UNAVAILABLE, marked SERVER_DRAINING) and waits for each stream's client to
+// half-close. A RemoteLinear that re-sent on the same stream kept that stream
+// busy, so the drain ran until the server gave up on it (grace less 1 s).
+// Now the client retires a stream that said "draining": nothing new goes on
+// it, it half-closes once its own calls are answered, and re-sends go on a
+// new stream after the backoff -- the old server exits as soon as its
+// in-flight work is answered, and the re-sends reach the new one.
+TEST_F(Faults, SigtermAndRestartWhileRemoteLinearCallersRetryExitsWithoutWaitingForTheGrace) {
+  constexpr double kGrace = 10;
+  // Measured: 0.02-0.05 s (12 runs); before the client fix 9.03 s (grace less 1 s).
+  constexpr double kExitBound = 3;
+  auto server = std::make_unique<ServerProcess>(
+      dir_->path(), std::vector<std::string>{"--grace-seconds", absl::StrCat(kGrace)});
+  ASSERT_TRUE(server->ok());
+  const std::string address = server->address();
+  auto client = Client::Connect(address);
+  ASSERT_TRUE(client.ok()) << client.status();
+  RemoteLinearOptions options;
+  options.timeout = absl::Seconds(30);
+  auto remote = RemoteLinear::Create(client->get(), kLayer, options);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+
+  std::atomic<bool> stop{false};
+  struct Caller {
+    int calls = 0, correct = 0, resent = 0;
+    std::string problem;
+  };
+  std::vector<Caller> callers(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < callers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Caller& c = callers[i];
+      std::mt19937_64 rng(testing::TestSeed() + 91 + i);
+      while (!stop.load()) {
+        const CheckedRequest r = RandomLinearRequest(*ref_, 1 + static_cast<int64_t>(i % 4), rng);
+        ++c.calls;
+        absl::StatusOr<ForwardResult> y = (*remote)->Forward(r.x.view());
+        if (!y.ok()) {
+          if (c.problem.empty()) c.problem = y.status().ToString();
+          continue;
+        }
+        if (y->attempts > 1) ++c.resent;
+        if (RelativeError(y->output.view(), r.expected) < Tolerance(r.x.dtype())) {
+          ++c.correct;
+        } else if (c.problem.empty()) {
+          c.problem = "wrong answer";
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  const Clock::time_point sigterm = Clock::now();
+  const int exit_status = server->Terminate(kGrace + 10);
+  const double exit_seconds = Seconds(Clock::now() - sigterm);
+  server =
+      std::make_unique<ServerProcess>(dir_->path(), std::vector<std::string>{"--listen", address});
+  ASSERT_TRUE(server->ok()) << "no restart on " << address;
+  const double restarted = Seconds(Clock::now() - sigterm);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+
+  ASSERT_TRUE(WIFEXITED(exit_status)) << exit_status;
+  EXPECT_EQ(WEXITSTATUS(exit_status), 0);
+  EXPECT_LT(exit_seconds, kExitBound)
+      << "the drain waited for RemoteLinear's streams (grace " << kGrace << " s)";
+  int calls = 0, correct = 0, resent = 0;
+  for (const Caller& c : callers) {
+    EXPECT_EQ(c.correct, c.calls) << c.problem;
+    calls += c.calls;
+    correct += c.correct;
+    resent += c.resent;
+  }
+  std::printf(
+      "[ faults ] SIGTERM (grace %.0f s) + restart: old server exited %.2f s after the signal, "
+      "new one listening %.2f s after it; %d calls from 8 threads, %d correct, %d answered after "
+      "a re-send\n",
+      kGrace, exit_seconds, restarted, calls, correct, resent);
+  EXPECT_GE(resent, 1) << "no call was refused by the draining server";
+  remote->reset();
+}
+
 }  // namespace
 }  // namespace qlayer::reliability

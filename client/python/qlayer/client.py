@@ -18,7 +18,14 @@ safe to send again. When a stream ends (server killed or restarted,
 draining, network) every call pending on it is sent again, after a jittered
 exponential backoff, on a new stream that waits for the channel to
 reconnect (gRPC's wait_for_ready), until it is answered, its deadline passes,
-or ``retry_timeout`` seconds have gone by since its first failure. Why wait
+or ``retry_timeout`` seconds have gone by since its first failure. An answer
+that says the server is draining (SIGTERM: UNAVAILABLE with the
+SERVER_DRAINING marker, layer_service.proto) retires its stream: no new
+calls go on it, it half-closes once the calls already sent on it are
+answered (a drained server ends a stream when its client half-closes, and
+waits for that before exiting), and the refused call is re-sent on a new
+stream -- re-sending on the old one kept it busy and held the server's drain
+to its grace period. Why wait
 instead of polling with fail-fast calls: measured with grpcio 1.51, fail-fast
 calls made while a server restarts kept the channel's connection attempts
 from completing for ~5 s after the new server was listening; a waiting call
@@ -172,6 +179,9 @@ class _Stream:
         self._lock = threading.Lock()
         self._pending = {}  # request_id -> _Call
         self.ended = False
+        self._retired = False  # the server said it is draining: half-close when idle
+        self._closing = False  # close() cancels: CANCELLED is ours, not the server's
+        self._half_closed = False
         # A stream opened to re-send calls waits for the channel to connect;
         # until its first answer, calls on it are bounded by the retry budget.
         self.waiting = wait_for_ready
@@ -188,14 +198,22 @@ class _Stream:
                 return False
             self._pending[call.request_id] = call
             call.stream = self
-        self._requests.put(payload)
+            # Under the lock: a half-close (None) must not overtake it.
+            self._requests.put(payload)
         return True
 
     def forget(self, request_id):
         with self._lock:
             self._pending.pop(request_id, None)
+            self._maybe_half_close_locked()
+
+    def _maybe_half_close_locked(self):
+        if self._retired and not self._half_closed and not self._pending:
+            self._half_closed = True
+            self._requests.put(None)  # ends the request iterator: gRPC half-closes
 
     def close(self):
+        self._closing = True
         self._requests.put(None)  # half-close: the server finishes the stream
         self._call.cancel()
         self._reader.join(timeout=5)
@@ -214,14 +232,24 @@ class _Stream:
                     self._call.cancel()
                     break
                 with self._lock:
+                    if answer.draining and not self.ended:
+                        # Before the answer is handled: its re-send must open a new stream.
+                        self.ended = self._retired = True
                     call = self._pending.pop(answer.request_id, None)
+                    self._maybe_half_close_locked()
                 if call is not None:  # else: timed out here already
                     self._client._answered(call, answer, received)
             if error is None:
                 error = QlayerError(grpc.StatusCode.UNAVAILABLE,
                                     "stream closed by the server with calls unanswered")
         except grpc.RpcError as e:
-            error = QlayerError(e.code(), f"stream ended: {e.details()}")
+            code = e.code()
+            if code == grpc.StatusCode.CANCELLED and not self._closing:
+                # Not cancelled here: a server exiting right after its drain
+                # resets streams opened at its very end; their calls were not
+                # computed, so send them again like any unanswered call.
+                code = grpc.StatusCode.UNAVAILABLE
+            error = QlayerError(code, f"stream ended: {e.details()}")
         with self._lock:
             self.ended = True
             orphans, self._pending = list(self._pending.values()), {}

@@ -65,6 +65,15 @@ _TIMING = _fields(_proto.Timing, {
     "total_us": (_FD.TYPE_INT64, False)})
 _STATUS = _fields(_proto.RpcStatus, {
     "code": (_FD.TYPE_INT32, False), "message": (_FD.TYPE_STRING, False)})
+_STATUS_DETAILS = 3  # google.rpc.Status.details: repeated google.protobuf.Any
+# google.protobuf.Any and google.rpc.ErrorInfo (proto/google/rpc/): public,
+# fixed definitions; ErrorInfo is not in the qlayer.v1 descriptor set.
+_ANY_TYPE_URL, _ANY_VALUE = 1, 2
+_ERROR_INFO_URL = "type.googleapis.com/google.rpc.ErrorInfo"
+_ERROR_INFO_REASON, _ERROR_INFO_DOMAIN = 1, 2
+# An error detail that says the server is draining (layer_service.proto,
+# ForwardResponse.error): Answer.draining.
+_DRAINING = ("SERVER_DRAINING", "qlayer.v1")
 _ENCODING_DATA = _proto.Encoding["ENCODING_DATA"]
 
 
@@ -222,7 +231,8 @@ class Answer:
     """One decoded ForwardResponse or MoEForwardResponse."""
 
     __slots__ = ("request_id", "output", "kernel", "queue_us", "compute_us", "total_us",
-                 "batch_rows", "error_code", "error_message", "topk_ids", "topk_weights")
+                 "batch_rows", "error_code", "error_message", "draining", "topk_ids",
+                 "topk_weights")
 
     def __init__(self):
         self.request_id = 0
@@ -230,6 +240,28 @@ class Answer:
         self.kernel = ""
         self.queue_us = self.compute_us = self.total_us = self.batch_rows = 0
         self.error_code, self.error_message = 0, ""
+        # The error carries the SERVER_DRAINING marker: the request was refused
+        # (not computed) and the stream should take no more requests.
+        self.draining = False
+
+
+def _error_info(any_mv):
+    """(reason, domain) of a google.protobuf.Any holding a google.rpc.ErrorInfo, else None."""
+    url = value = None
+    for f, w, x in _walk(any_mv):
+        if w == _LEN and f == _ANY_TYPE_URL:
+            url = bytes(x).decode("utf-8", "replace")
+        elif w == _LEN and f == _ANY_VALUE:
+            value = x
+    if url != _ERROR_INFO_URL or value is None:
+        return None
+    reason = domain = ""
+    for f, w, x in _walk(value):
+        if w == _LEN and f == _ERROR_INFO_REASON:
+            reason = bytes(x).decode("utf-8", "replace")
+        elif w == _LEN and f == _ERROR_INFO_DOMAIN:
+            domain = bytes(x).decode("utf-8", "replace")
+    return reason, domain
 
 
 def _decode(raw, numbers, kernel_field):
@@ -259,6 +291,8 @@ def _decode(raw, numbers, kernel_field):
                     a.error_code = _int64(x)
                 elif f == _STATUS["message"] and w == _LEN:
                     a.error_message = bytes(x).decode("utf-8", "replace")
+                elif f == _STATUS_DETAILS and w == _LEN:
+                    a.draining = a.draining or _error_info(x) == _DRAINING
         elif field == numbers["batch_rows"] and wt == _VARINT:
             a.batch_rows = _int64(v)
         elif "topk_ids" in numbers and field == numbers["topk_ids"] and wt == _LEN:

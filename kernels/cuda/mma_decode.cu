@@ -698,8 +698,12 @@ int SmemBytes(int bits, int cfg, int rec_bytes) {
 
 // Per (kernel, smem size): the opt-in for > 48 KB and the occupancy, computed
 // once. Index: bits(2) x bf16(2) x zeros(2) x cfg(4) x rec size class(3).
-std::atomic<int> g_blocks_per_sm[2 * 2 * 2 * kNumConfigs * 3];
-std::atomic<int> g_num_sms{0};
+// Per device, since the shared-memory opt-in and the SM count are per device;
+// devices past kMaxCachedDevices ask the runtime every launch.
+constexpr int kMaxCachedDevices = 16;
+constexpr int kKernelSlots = 2 * 2 * 2 * kNumConfigs * 3;
+std::atomic<int> g_blocks_per_sm[kMaxCachedDevices][kKernelSlots];
+std::atomic<int> g_num_sms[kMaxCachedDevices];
 
 // Knobs for measuring the schedule (tests/gpu/run.sh compares them):
 //   QLAYER_CUDA_DECODE_MODE=oneshot: one unit per block, the split count from
@@ -789,22 +793,23 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
-  int sms = g_num_sms.load(std::memory_order_relaxed);
+  const bool cached = dev >= 0 && dev < kMaxCachedDevices;
+  int sms = cached ? g_num_sms[dev].load(std::memory_order_relaxed) : 0;
   if (sms == 0) {
     err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     if (err != cudaSuccess) return err;
-    g_num_sms.store(sms, std::memory_order_relaxed);
+    if (cached) g_num_sms[dev].store(sms, std::memory_order_relaxed);
   }
   const int slot = ((((l.bits == 8) * 2 + a.bf16) * 2 + l.zeros) * kNumConfigs + cfg) * 3 +
                    (l.rec_bytes / 32 - 1);
-  int occ = g_blocks_per_sm[slot].load(std::memory_order_relaxed);
+  int occ = cached ? g_blocks_per_sm[dev][slot].load(std::memory_order_relaxed) : 0;
   if (occ == 0) {
     err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, kThreads, smem);
     if (err != cudaSuccess) return err;
     occ = std::max(occ, 1);
-    g_blocks_per_sm[slot].store(occ, std::memory_order_relaxed);
+    if (cached) g_blocks_per_sm[dev][slot].store(occ, std::memory_order_relaxed);
   }
 
   const int bn = kWarps * Config(l.bits, cfg).wn;  // n16 tiles per block

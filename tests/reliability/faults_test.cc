@@ -516,6 +516,68 @@ TEST_F(Faults, SigtermWhileClientsStillWriteAnswersEveryRequestWritten) {
       WIFEXITED(exit_status) ? WEXITSTATUS(exit_status) : -1, exit_seconds, kGrace);
 }
 
+// 8 threads calling through one qlayer::RemoteLinear until StopAndCheck(),
+// each answer checked against the float64 reference (the fault tests below
+// kill or drain the server under them).
+class RemoteLinearCallers {
+ public:
+  struct Totals {
+    int calls = 0, correct = 0, resent = 0;
+  };
+  RemoteLinearCallers(RemoteLinear* remote, const Reference& ref, uint64_t seed) : callers_(8) {
+    for (size_t i = 0; i < callers_.size(); ++i) {
+      threads_.emplace_back([this, remote, &ref, seed, i] {
+        Caller& c = callers_[i];
+        std::mt19937_64 rng(testing::TestSeed() + seed + i);
+        while (!stop_.load()) {
+          const CheckedRequest r = RandomLinearRequest(ref, 1 + static_cast<int64_t>(i % 4), rng);
+          ++c.calls;
+          absl::StatusOr<ForwardResult> y = remote->Forward(r.x.view());
+          if (!y.ok()) {
+            if (c.problem.empty()) c.problem = y.status().ToString();
+            continue;
+          }
+          if (y->attempts > 1) ++c.resent;
+          if (RelativeError(y->output.view(), r.expected) < Tolerance(r.x.dtype())) {
+            ++c.correct;
+          } else if (c.problem.empty()) {
+            c.problem = "wrong answer";
+          }
+        }
+      });
+    }
+  }
+  ~RemoteLinearCallers() { Stop(); }
+
+  // Stops the threads; every call must have been answered right.
+  Totals StopAndCheck() {
+    Stop();
+    Totals t;
+    for (const Caller& c : callers_) {
+      EXPECT_EQ(c.correct, c.calls) << c.problem;
+      t.calls += c.calls;
+      t.correct += c.correct;
+      t.resent += c.resent;
+    }
+    return t;
+  }
+
+ private:
+  struct Caller {
+    int calls = 0, correct = 0, resent = 0;
+    std::string problem;
+  };
+  void Stop() {
+    stop_ = true;
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  std::atomic<bool> stop_{false};
+  std::vector<Caller> callers_;
+  std::vector<std::thread> threads_;
+};
+
 // SIGKILL while 8 threads call through qlayer::RemoteLinear, and a new
 // server on the same port 300 ms later: every call returns the right answer
 // (the ones that were in flight are re-sent), none fails.
@@ -530,34 +592,7 @@ TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
   auto remote = RemoteLinear::Create(client->get(), kLayer, options);
   ASSERT_TRUE(remote.ok()) << remote.status();
 
-  std::atomic<bool> stop{false};
-  struct Caller {
-    int calls = 0, correct = 0, resent = 0;
-    std::string problem;
-  };
-  std::vector<Caller> callers(8);
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < callers.size(); ++i) {
-    threads.emplace_back([&, i] {
-      Caller& c = callers[i];
-      std::mt19937_64 rng(testing::TestSeed() + 77 + i);
-      while (!stop.load()) {
-        const CheckedRequest r = RandomLinearRequest(*ref_, 1 + static_cast<int64_t>(i % 4), rng);
-        ++c.calls;
-        absl::StatusOr<ForwardResult> y = (*remote)->Forward(r.x.view());
-        if (!y.ok()) {
-          if (c.problem.empty()) c.problem = y.status().ToString();
-          continue;
-        }
-        if (y->attempts > 1) ++c.resent;
-        if (RelativeError(y->output.view(), r.expected) < Tolerance(r.x.dtype())) {
-          ++c.correct;
-        } else if (c.problem.empty()) {
-          c.problem = "wrong answer";
-        }
-      }
-    });
-  }
+  RemoteLinearCallers callers(remote->get(), *ref_, /*seed=*/77);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   ::kill(server->pid(), SIGKILL);
   const Clock::time_point killed = Clock::now();
@@ -568,15 +603,8 @@ TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
   ASSERT_TRUE(server->ok()) << "no restart on " << address;
   const double restarted = Seconds(Clock::now() - killed);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
-  stop = true;
-  for (std::thread& t : threads) t.join();
-  int calls = 0, correct = 0, resent = 0;
-  for (const Caller& c : callers) {
-    EXPECT_EQ(c.correct, c.calls) << c.problem;
-    calls += c.calls;
-    correct += c.correct;
-    resent += c.resent;
-  }
+  const RemoteLinearCallers::Totals t = callers.StopAndCheck();
+  const int calls = t.calls, correct = t.correct, resent = t.resent;
   std::printf(
       "[ faults ] SIGKILL + restart (listening again %.2f s after the kill): %d calls from 8 "
       "threads, %d correct, %d answered after a re-send\n",
@@ -610,34 +638,7 @@ TEST_F(Faults, SigtermAndRestartWhileRemoteLinearCallersRetryExitsWithoutWaiting
   auto remote = RemoteLinear::Create(client->get(), kLayer, options);
   ASSERT_TRUE(remote.ok()) << remote.status();
 
-  std::atomic<bool> stop{false};
-  struct Caller {
-    int calls = 0, correct = 0, resent = 0;
-    std::string problem;
-  };
-  std::vector<Caller> callers(8);
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < callers.size(); ++i) {
-    threads.emplace_back([&, i] {
-      Caller& c = callers[i];
-      std::mt19937_64 rng(testing::TestSeed() + 91 + i);
-      while (!stop.load()) {
-        const CheckedRequest r = RandomLinearRequest(*ref_, 1 + static_cast<int64_t>(i % 4), rng);
-        ++c.calls;
-        absl::StatusOr<ForwardResult> y = (*remote)->Forward(r.x.view());
-        if (!y.ok()) {
-          if (c.problem.empty()) c.problem = y.status().ToString();
-          continue;
-        }
-        if (y->attempts > 1) ++c.resent;
-        if (RelativeError(y->output.view(), r.expected) < Tolerance(r.x.dtype())) {
-          ++c.correct;
-        } else if (c.problem.empty()) {
-          c.problem = "wrong answer";
-        }
-      }
-    });
-  }
+  RemoteLinearCallers callers(remote->get(), *ref_, /*seed=*/91);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   const Clock::time_point sigterm = Clock::now();
   const int exit_status = server->Terminate(kGrace + 10);
@@ -647,20 +648,13 @@ TEST_F(Faults, SigtermAndRestartWhileRemoteLinearCallersRetryExitsWithoutWaiting
   ASSERT_TRUE(server->ok()) << "no restart on " << address;
   const double restarted = Seconds(Clock::now() - sigterm);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
-  stop = true;
-  for (std::thread& t : threads) t.join();
+  const RemoteLinearCallers::Totals t = callers.StopAndCheck();
+  const int calls = t.calls, correct = t.correct, resent = t.resent;
 
   ASSERT_TRUE(WIFEXITED(exit_status)) << exit_status;
   EXPECT_EQ(WEXITSTATUS(exit_status), 0);
   EXPECT_LT(exit_seconds, kExitBound)
       << "the drain waited for RemoteLinear's streams (grace " << kGrace << " s)";
-  int calls = 0, correct = 0, resent = 0;
-  for (const Caller& c : callers) {
-    EXPECT_EQ(c.correct, c.calls) << c.problem;
-    calls += c.calls;
-    correct += c.correct;
-    resent += c.resent;
-  }
   std::printf(
       "[ faults ] SIGTERM (grace %.0f s) + restart: old server exited %.2f s after the signal, "
       "new one listening %.2f s after it; %d calls from 8 threads, %d correct, %d answered after "

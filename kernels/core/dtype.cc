@@ -16,13 +16,20 @@ struct DTypeRow {
 };
 
 constexpr DTypeRow kRows[] = {
-    {DType::kF16, 2, "f16", "F16"},         {DType::kBF16, 2, "bf16", "BF16"},
-    {DType::kF32, 4, "f32", "F32"},         {DType::kF64, 8, "f64", "F64"},
-    {DType::kI8, 1, "i8", "I8"},            {DType::kU8, 1, "u8", "U8"},
-    {DType::kI16, 2, "i16", "I16"},         {DType::kU16, 2, "u16", "U16"},
-    {DType::kI32, 4, "i32", "I32"},         {DType::kU32, 4, "u32", "U32"},
-    {DType::kI64, 8, "i64", "I64"},         {DType::kU64, 8, "u64", "U64"},
-    {DType::kBool, 1, "bool", "BOOL"},      {DType::kF8E4M3, 1, "f8_e4m3", "F8_E4M3"},
+    {DType::kF16, 2, "f16", "F16"},
+    {DType::kBF16, 2, "bf16", "BF16"},
+    {DType::kF32, 4, "f32", "F32"},
+    {DType::kF64, 8, "f64", "F64"},
+    {DType::kI8, 1, "i8", "I8"},
+    {DType::kU8, 1, "u8", "U8"},
+    {DType::kI16, 2, "i16", "I16"},
+    {DType::kU16, 2, "u16", "U16"},
+    {DType::kI32, 4, "i32", "I32"},
+    {DType::kU32, 4, "u32", "U32"},
+    {DType::kI64, 8, "i64", "I64"},
+    {DType::kU64, 8, "u64", "U64"},
+    {DType::kBool, 1, "bool", "BOOL"},
+    {DType::kF8E4M3, 1, "f8_e4m3", "F8_E4M3"},
     {DType::kF8E5M2, 1, "f8_e5m2", "F8_E5M2"},
 };
 
@@ -91,7 +98,7 @@ uint16_t FloatToHalf(float f) {
   const uint32_t abs = x & 0x7fffffffu;
   if (abs > 0x7f800000u) return sign | 0x7e00u;   // nan
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow (rounds to) inf
-  if (abs < 0x38800000u) {  // fp16 subnormal or zero: units of 2^-24
+  if (abs < 0x38800000u) {                        // fp16 subnormal or zero: units of 2^-24
     float mag;
     std::memcpy(&mag, &abs, sizeof(mag));
     // Scaling by 2^24 is exact; nearbyint rounds half to even. 1024 lands on
@@ -106,16 +113,35 @@ uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | r);
 }
 
+// Element i of `data` as double. memcpy, not a typed load: tensors inside a
+// safetensors file start wherever the header puts them, so `data` need not be
+// aligned for the type (UBSan: "load of misaligned address"); compilers turn
+// these memcpys into plain loads.
+namespace {
+template <typename T>
+T LoadAt(const void* data, int64_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const unsigned char*>(data) + i * static_cast<int64_t>(sizeof(T)),
+              sizeof(T));
+  return v;
+}
+template <typename T>
+void StoreAt(void* data, int64_t i, T v) {
+  std::memcpy(static_cast<unsigned char*>(data) + i * static_cast<int64_t>(sizeof(T)), &v,
+              sizeof(T));
+}
+}  // namespace
+
 double LoadAsDouble(const void* data, DType t, int64_t i) {
   switch (t) {
     case DType::kF16:
-      return HalfToFloat(static_cast<const uint16_t*>(data)[i]);
+      return HalfToFloat(LoadAt<uint16_t>(data, i));
     case DType::kBF16:
-      return Bf16ToFloat(static_cast<const uint16_t*>(data)[i]);
+      return Bf16ToFloat(LoadAt<uint16_t>(data, i));
     case DType::kF32:
-      return static_cast<const float*>(data)[i];
+      return LoadAt<float>(data, i);
     case DType::kF64:
-      return static_cast<const double*>(data)[i];
+      return LoadAt<double>(data, i);
     default:
       return std::nan("");
   }
@@ -124,16 +150,16 @@ double LoadAsDouble(const void* data, DType t, int64_t i) {
 void StoreFromDouble(void* data, DType t, int64_t i, double v) {
   switch (t) {
     case DType::kF16:
-      static_cast<uint16_t*>(data)[i] = FloatToHalf(static_cast<float>(v));
+      StoreAt<uint16_t>(data, i, FloatToHalf(static_cast<float>(v)));
       break;
     case DType::kBF16:
-      static_cast<uint16_t*>(data)[i] = FloatToBf16(static_cast<float>(v));
+      StoreAt<uint16_t>(data, i, FloatToBf16(static_cast<float>(v)));
       break;
     case DType::kF32:
-      static_cast<float*>(data)[i] = static_cast<float>(v);
+      StoreAt<float>(data, i, static_cast<float>(v));
       break;
     case DType::kF64:
-      static_cast<double*>(data)[i] = v;
+      StoreAt<double>(data, i, v);
       break;
     default:
       break;

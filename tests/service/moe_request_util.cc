@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
@@ -154,7 +155,13 @@ void CheckMoEAnswer(const MoEReference& ref, const MoESent& s, const v1::MoEForw
   ASSERT_FALSE(y.empty());
   EXPECT_EQ(y.dtype, s.x.dtype());
   ASSERT_EQ(y.shape, (Shape{T, ref.H()}));
-  EXPECT_LT(RelativeError(y, ref.Forward(s.x.view(), ids, weights)), tol)
+  // onednn_dense (batches past the GEMV kernels' max_m) computes with weights
+  // rounded to bf16 whatever the activation dtype: one f16 token of a small
+  // test layer reached 1.05e-2 there (qwen3_moe awq int4 asym, seed
+  // 1796415046797852696). A wrong expert, weight or scale is off by O(1).
+  const bool bf16_weights = absl::c_linear_search(r.kernels(), "onednn_dense");
+  EXPECT_LT(RelativeError(y, ref.Forward(s.x.view(), ids, weights)),
+            bf16_weights ? std::max(tol, 2e-2) : tol)
       << absl::StrJoin(r.kernels(), ", ");
 }
 

@@ -164,6 +164,11 @@ struct Bound {
 Bound BoundFor(absl::string_view kernel, DType act, const QuantizedLinear& w) {
   const DType weight_dtype = w.wtype == WeightType::kDense ? w.dense.dtype() : w.scales.dtype();
   if (absl::StrContains(kernel, "onednn") && weight_dtype != DType::kF32) return {4e-3, true};
+  // A kernel whose float sum lands a hair off the exact one may round an
+  // output to the neighbouring value: one bf16 ulp is 2^-8 of it, and in these
+  // 40-row layers one such output alone reached 2.16e-3 of ||ref||
+  // (cpu_reference, compressed-tensors 8-bit, seed 8756533739096).
+  if (act == DType::kBF16) return {4e-3, false};
   return {act == DType::kF32 ? 1e-4 : 2e-3, false};
 }
 

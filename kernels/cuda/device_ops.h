@@ -75,7 +75,7 @@ struct MmaDecodeArgs {
   // Set by LaunchMmaDecode: the schedule, and the work queue (the counter
   // after the n-block counters: units taken).
   // Split sp takes unit_chunks chunks, one more when sp < unit_extra.
-  int chunks_per_split = 0, splits = 0, n_blocks = 0, unit_chunks = 0, unit_extra = 0;
+  int splits = 0, n_blocks = 0, unit_chunks = 0, unit_extra = 0;
   double inv_splits = 0, inv_geff = 0;  // 1 / splits, 1 / rows per group
   unsigned* queue = nullptr;
   MmaLayoutArgs layout;

@@ -85,22 +85,20 @@ struct ZeroConsts {
 // Bits of small integers as fp16 / bf16 pairs, at compile time: the
 // symmetric types' constants must not cost instructions in the hot loop
 // (cuda_fp16's conversions are inline asm, which the compiler cannot fold).
-constexpr uint32_t HalfBits(int v) {
+// The 16-bit float with kMant mantissa bits and exponent bias kBias holding
+// the integer v exactly (|v| < 2^(kMant + 1) or a multiple that fits).
+template <int kMant, int kBias>
+constexpr uint32_t SmallIntBits(int v) {
   const uint32_t sign = v < 0 ? 0x8000u : 0u;
   const uint32_t a = static_cast<uint32_t>(v < 0 ? -v : v);
   int e = 0;
   while ((a >> (e + 1)) != 0) ++e;
-  const uint32_t mant = e <= 10 ? (a << (10 - e)) & 0x3ffu : (a >> (e - 10)) & 0x3ffu;
-  return a == 0 ? 0u : sign | (static_cast<uint32_t>(e + 15) << 10) | mant;
+  const uint32_t mask = (1u << kMant) - 1u;
+  const uint32_t mant = e <= kMant ? (a << (kMant - e)) & mask : (a >> (e - kMant)) & mask;
+  return a == 0 ? 0u : sign | (static_cast<uint32_t>(e + kBias) << kMant) | mant;
 }
-constexpr uint32_t Bf16Bits(int v) {
-  const uint32_t sign = v < 0 ? 0x8000u : 0u;
-  const uint32_t a = static_cast<uint32_t>(v < 0 ? -v : v);
-  int e = 0;
-  while ((a >> (e + 1)) != 0) ++e;
-  const uint32_t mant = e <= 7 ? (a << (7 - e)) & 0x7fu : (a >> (e - 7)) & 0x7fu;
-  return a == 0 ? 0u : sign | (static_cast<uint32_t>(e + 127) << 7) | mant;
-}
+constexpr uint32_t HalfBits(int v) { return SmallIntBits<10, 15>(v); }
+constexpr uint32_t Bf16Bits(int v) { return SmallIntBits<7, 127>(v); }
 constexpr uint32_t Pair(uint32_t h) { return h | (h << 16); }
 static_assert(HalfBits(1032) == 0x6408u && HalfBits(-72) == 0xD480u && HalfBits(1) == 0x3C00u);
 static_assert(Bf16Bits(136) == 0x4308u && Bf16Bits(128) == 0x4300u);
@@ -849,7 +847,6 @@ cudaError_t LaunchMmaDecode(const MmaDecodeArgs& a, cudaStream_t stream,
     info->smem_bytes = smem;
   }
   MmaDecodeArgs args = a;
-  args.chunks_per_split = cps;
   args.splits = splits;
   args.n_blocks = n_blocks;
   args.unit_chunks = l.C / splits;

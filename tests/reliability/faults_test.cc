@@ -516,17 +516,34 @@ TEST_F(Faults, SigtermWhileClientsStillWriteAnswersEveryRequestWritten) {
       WIFEXITED(exit_status) ? WEXITSTATUS(exit_status) : -1, exit_seconds, kGrace);
 }
 
-// 8 threads calling through one qlayer::RemoteLinear until StopAndCheck(),
-// each answer checked against the float64 reference (the fault tests below
-// kill or drain the server under them).
+// 8 threads calling through one qlayer::RemoteLinear (its own Client, 30 s
+// call timeout) until StopAndCheck(), each answer checked against the float64
+// reference (the fault tests below kill or drain the server under them).
 class RemoteLinearCallers {
  public:
   struct Totals {
     int calls = 0, correct = 0, resent = 0;
   };
-  RemoteLinearCallers(RemoteLinear* remote, const Reference& ref, uint64_t seed) : callers_(8) {
+  RemoteLinearCallers(const std::string& address, const Reference& ref, uint64_t seed)
+      : callers_(8) {
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(address);
+    if (!client.ok()) {
+      status_ = client.status();
+      return;
+    }
+    client_ = *std::move(client);
+    RemoteLinearOptions options;
+    options.timeout = absl::Seconds(30);
+    absl::StatusOr<std::unique_ptr<RemoteLinear>> remote =
+        RemoteLinear::Create(client_.get(), kLayer, options);
+    if (!remote.ok()) {
+      status_ = remote.status();
+      return;
+    }
+    remote_ = *std::move(remote);
     for (size_t i = 0; i < callers_.size(); ++i) {
-      threads_.emplace_back([this, remote, &ref, seed, i] {
+      threads_.emplace_back([this, &ref, seed, i] {
+        RemoteLinear* remote = remote_.get();
         Caller& c = callers_[i];
         std::mt19937_64 rng(testing::TestSeed() + seed + i);
         while (!stop_.load()) {
@@ -548,6 +565,7 @@ class RemoteLinearCallers {
     }
   }
   ~RemoteLinearCallers() { Stop(); }
+  const absl::Status& status() const { return status_; }
 
   // Stops the threads; every call must have been answered right.
   Totals StopAndCheck() {
@@ -573,6 +591,9 @@ class RemoteLinearCallers {
       if (t.joinable()) t.join();
     }
   }
+  absl::Status status_;
+  std::unique_ptr<Client> client_;        // destroyed after remote_
+  std::unique_ptr<RemoteLinear> remote_;  // and both after the threads (Stop())
   std::atomic<bool> stop_{false};
   std::vector<Caller> callers_;
   std::vector<std::thread> threads_;
@@ -585,14 +606,8 @@ TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
   auto server = std::make_unique<ServerProcess>(dir_->path(), std::vector<std::string>{});
   ASSERT_TRUE(server->ok());
   const std::string address = server->address();
-  auto client = Client::Connect(address);
-  ASSERT_TRUE(client.ok()) << client.status();
-  RemoteLinearOptions options;
-  options.timeout = absl::Seconds(30);
-  auto remote = RemoteLinear::Create(client->get(), kLayer, options);
-  ASSERT_TRUE(remote.ok()) << remote.status();
-
-  RemoteLinearCallers callers(remote->get(), *ref_, /*seed=*/77);
+  RemoteLinearCallers callers(address, *ref_, /*seed=*/77);
+  ASSERT_TRUE(callers.status().ok()) << callers.status();
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   ::kill(server->pid(), SIGKILL);
   const Clock::time_point killed = Clock::now();
@@ -610,7 +625,6 @@ TEST_F(Faults, SigkillAndRestartWhileRemoteLinearCallersRetry) {
       "threads, %d correct, %d answered after a re-send\n",
       restarted, calls, correct, resent);
   EXPECT_GE(resent, 1) << "no call was in flight across the kill";
-  remote->reset();
 }
 
 // SIGTERM (grace 10 s) while 8 threads call through qlayer::RemoteLinear,
@@ -631,14 +645,8 @@ TEST_F(Faults, SigtermAndRestartWhileRemoteLinearCallersRetryExitsWithoutWaiting
       dir_->path(), std::vector<std::string>{"--grace-seconds", absl::StrCat(kGrace)});
   ASSERT_TRUE(server->ok());
   const std::string address = server->address();
-  auto client = Client::Connect(address);
-  ASSERT_TRUE(client.ok()) << client.status();
-  RemoteLinearOptions options;
-  options.timeout = absl::Seconds(30);
-  auto remote = RemoteLinear::Create(client->get(), kLayer, options);
-  ASSERT_TRUE(remote.ok()) << remote.status();
-
-  RemoteLinearCallers callers(remote->get(), *ref_, /*seed=*/91);
+  RemoteLinearCallers callers(address, *ref_, /*seed=*/91);
+  ASSERT_TRUE(callers.status().ok()) << callers.status();
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   const Clock::time_point sigterm = Clock::now();
   const int exit_status = server->Terminate(kGrace + 10);
@@ -661,7 +669,6 @@ TEST_F(Faults, SigtermAndRestartWhileRemoteLinearCallersRetryExitsWithoutWaiting
       "a re-send\n",
       kGrace, exit_seconds, restarted, calls, correct, resent);
   EXPECT_GE(resent, 1) << "no call was refused by the draining server";
-  remote->reset();
 }
 
 }  // namespace

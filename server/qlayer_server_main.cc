@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, kernel, "",
           "implement one)");
 ABSL_FLAG(std::vector<std::string>, disabled_kernels, {},
           "kernels never to select, comma-separated (like VLLM_DISABLED_KERNELS)");
+ABSL_FLAG(bool, measure_crossover, true,
+          "on a GPU, time each layer shape's decode kernel against dequantize + cuBLAS at load "
+          "and hand over at the measured row count (else the kernels' defaults)");
 ABSL_FLAG(int64_t, max_batch_rows, 256, "rows of one batched kernel call per layer");
 ABSL_FLAG(int64_t, max_queue, 1024,
           "requests waiting per layer; beyond it requests are answered RESOURCE_EXHAUSTED");
@@ -100,6 +103,7 @@ int Run() {
   options.model.device = absl::GetFlag(FLAGS_device);
   options.model.forced_kernel = absl::GetFlag(FLAGS_kernel);
   options.model.disabled_kernels = absl::GetFlag(FLAGS_disabled_kernels);
+  options.model.measure_crossover = absl::GetFlag(FLAGS_measure_crossover);
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.scheduler.workers = absl::GetFlag(FLAGS_workers);

@@ -53,8 +53,14 @@ absl::Status RunDescribe(Client& client, const std::string& layer, bool json, st
       << "  device        " << info.device() << "\n";
   for (const v1::KernelChoice& k : info.kernels()) {
     out << "  kernel        " << k.kernel()
-        << (k.max_rows() > 0 ? absl::StrCat(" (batches up to ", k.max_rows(), " rows)")
-                             : std::string(" (any batch)"))
+        << (k.max_rows() > 0
+                ? absl::StrCat(" (batches up to ", k.max_rows(), " rows",
+                               k.max_rows_source() == "measured"
+                                   ? absl::StrCat(", measured at load: ", k.crossover_timings(),
+                                                  " against the next kernel")
+                                   : std::string(),
+                               ")")
+                : std::string(" (any batch)"))
         << "\n";
   }
   for (const v1::KernelRejection& r : info.rejected()) {

@@ -1,9 +1,12 @@
 #include "server/model/loaded_linear.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "qlayer/kernels/crossover.h"
 #include "qlayer/kernels/status_macros.h"
+#include "server/common/log.h"
 
 namespace qlayer {
 namespace {
@@ -58,7 +61,42 @@ absl::StatusOr<std::unique_ptr<LoadedLinear>> LoadedLinear::Create(std::string n
     return absl::FailedPreconditionError(
         absl::StrCat("layer ", layer->name_, ": kernel selection chose nothing"));
   }
+  if (options.measure_crossover) QLAYER_RETURN_IF_ERROR(layer->MeasureCrossovers());
   return layer;
+}
+
+absl::Status LoadedLinear::MeasureCrossovers() {
+  int64_t lo = 0;  // rows served by the kernels before
+  for (size_t i = 0; i + 1 < kernels_.size(); ++i) {
+    PreparedKernel& small = kernels_[i];
+    const PreparedKernel& large = kernels_[i + 1];
+    if (small.max_m == kUnboundedM) break;
+    // Up to the largest candidate, but not past a bounded next kernel.
+    const int64_t hi = std::min<int64_t>(CrossoverCandidates().back(), large.max_m);
+    absl::StatusOr<Crossover> c =
+        MeasureCrossover(CrossoverKey(spec_, device_, small.name, large.name), *small.kernel,
+                         *large.kernel, spec_.act, lo + 1, hi);
+    if (absl::IsUnimplemented(c.status())) {
+      lo = small.max_m;
+      continue;  // a CPU kernel: its factory's crossover stands
+    }
+    if (!c.ok()) {
+      return absl::Status(
+          c.status().code(),
+          absl::StrCat("layer ", name_, ": timing ", small.name, " against ", large.name, " on ",
+                       device_.ToString(), ": ", c.status().message()));
+    }
+    if (!c->cached) {
+      QLAYER_LOG(INFO) << "layer " << name_ << ": " << small.name << " serves rows <= " << c->max_m
+                       << " (measured, " << small.name << " / " << large.name << ": " << c->detail
+                       << ")";
+    }
+    small.max_m = c->max_m;
+    small.measured = true;
+    small.crossover_timings = c->detail;
+    lo = small.max_m;
+  }
+  return absl::OkStatus();
 }
 
 int64_t LoadedLinear::prepared_bytes() const {

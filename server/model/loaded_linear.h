@@ -21,6 +21,9 @@ namespace qlayer {
 struct PreparedKernel {
   std::string name;
   int64_t max_m = kUnboundedM;
+  // max_m was timed on the device at load (crossover.h), not the factory's.
+  bool measured = false;
+  std::string crossover_timings;  // the timings behind it, for DescribeLayer
   std::unique_ptr<LinearKernel> kernel;
 };
 
@@ -54,6 +57,9 @@ class LoadedLinear {
 
  private:
   LoadedLinear() = default;
+  // Replaces each bounded kernel's max_m by the crossover with the next
+  // kernel timed on the device, where both offer timing.
+  absl::Status MeasureCrossovers();
 
   std::string name_;
   std::string kind_ = "linear";

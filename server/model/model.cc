@@ -23,7 +23,8 @@ std::string DescribeKernelChoice(const LoadedLinear& layer) {
       parts.push_back(lo == 0 ? absl::StrCat(k.name, " (all rows)")
                               : absl::StrCat(k.name, " (rows > ", lo, ")"));
     } else {
-      parts.push_back(absl::StrCat(k.name, " (rows <= ", k.max_m, ")"));
+      parts.push_back(
+          absl::StrCat(k.name, " (rows <= ", k.max_m, k.measured ? ", measured" : "", ")"));
       lo = k.max_m;
     }
   }
@@ -118,6 +119,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
   SelectOptions select;
   select.forced_kernel = forced_moe ? "" : options.forced_kernel;
   select.disabled_kernels = options.disabled_kernels;
+  select.measure_crossover = options.measure_crossover;
   SelectOptions moe_select = select;
   moe_select.forced_kernel = options.forced_kernel;
   if (!options.forced_kernel.empty()) {

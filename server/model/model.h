@@ -26,6 +26,7 @@ struct ModelOptions {
   std::string device = "auto";                // --device auto|cpu|cuda:N
   std::string forced_kernel;                  // --kernel NAME ("" = select)
   std::vector<std::string> disabled_kernels;  // --disabled-kernels a,b
+  bool measure_crossover = true;              // --measure-crossover
 };
 
 class Model {

@@ -65,6 +65,10 @@ void FillLayerInfo(const LoadedLinear& layer, v1::LayerInfo* out) {
     v1::KernelChoice* c = out->add_kernels();
     c->set_kernel(k.name);
     c->set_max_rows(k.max_m == kUnboundedM ? 0 : k.max_m);
+    if (k.max_m != kUnboundedM) {
+      c->set_max_rows_source(k.measured ? "measured" : "default");
+      c->set_crossover_timings(k.crossover_timings);
+    }
   }
 }
 

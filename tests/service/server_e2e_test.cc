@@ -169,6 +169,8 @@ TEST_F(ServerE2E, ListAndDescribeShowShapesFormatAndKernelChoice) {
   ASSERT_GT(info.kernels_size(), 0);
   for (int i = 0; i + 1 < info.kernels_size(); ++i) {
     EXPECT_GT(info.kernels(i).max_rows(), 0);
+    // CPU kernels offer no timing: their hand-over is the factory's.
+    EXPECT_EQ(info.kernels(i).max_rows_source(), "default");
     if (i > 0) {
       EXPECT_GT(info.kernels(i).max_rows(), info.kernels(i - 1).max_rows());
     }

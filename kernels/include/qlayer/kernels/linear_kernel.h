@@ -8,8 +8,9 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "qlayer/kernels/quantized_linear.h"
 #include "qlayer/kernels/tensor.h"
 
@@ -20,7 +21,7 @@ absl::string_view BackendName(Backend b);  // "cpu", "cuda"
 
 struct Device {
   Backend backend = Backend::kCpu;
-  int index = 0;  // CUDA ordinal
+  int index = 0;                 // CUDA ordinal
   std::string ToString() const;  // "cpu", "cuda:0"
 };
 
@@ -59,12 +60,16 @@ class LinearKernel {
                                ExecContext& ctx) const = 0;
   // Bytes this kernel holds for the layer after Prepare.
   virtual int64_t prepared_bytes() const = 0;
+  // Median microseconds of one call on M rows of `act` (synthetic input,
+  // weights cold), for crossovers measured at load (crossover.h).
+  // Unimplemented where a kernel offers no such timing (the CPU kernels:
+  // their crossovers are measured offline, BENCHMARKS.md).
+  virtual absl::StatusOr<double> MeasureForwardUs(int64_t M, DType act) const;
 };
 
 // Shared shape/dtype check for Forward implementations: x [M, K], y [M, N],
 // same float dtype. Messages name the values.
-absl::Status CheckForwardArgs(const ConstTensorView& x, const TensorView& y, int64_t K,
-                              int64_t N);
+absl::Status CheckForwardArgs(const ConstTensorView& x, const TensorView& y, int64_t K, int64_t N);
 
 }  // namespace qlayer
 

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "qlayer/kernels/linear_kernel.h"
 
 namespace qlayer {
@@ -52,6 +52,10 @@ struct Selection {
 struct SelectOptions {
   std::string forced_kernel;                  // --kernel NAME: only this one
   std::vector<std::string> disabled_kernels;  // --disabled_kernels
+  // Time the hand-over between a layer's kernels on its device at load
+  // (crossover.h) where the kernels offer timing; else keep the factories'
+  // max_m. --measure_crossover.
+  bool measure_crossover = true;
 };
 
 // Adds a factory to the process-wide registry. The built-in kernels are

@@ -1,5 +1,6 @@
 #include "cuda/cuda_common.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -166,8 +167,10 @@ absl::StatusOr<Worker*> ThisThreadWorker(int device) {
   QLAYER_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")"));
   auto it = workers.find(device);
   if (it != workers.end()) return it->second.get();
+  static std::atomic<uint64_t> next_id{1};
   auto w = std::make_unique<Worker>();
   w->device_ = device;
+  w->id_ = next_id.fetch_add(1, std::memory_order_relaxed);
   QLAYER_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&w->stream_, cudaStreamNonBlocking),
                               "cudaStreamCreate");
   Worker* raw = w.get();

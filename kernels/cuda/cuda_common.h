@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -99,13 +100,30 @@ class Worker {
   unsigned* split_counters() const { return split_counters_.as<unsigned>(); }
   // A failed launch may leave partial sums behind: zero them before reuse.
   void MarkSplitKDirty() { split_dirty_ = true; }
+  bool split_k_dirty() const { return split_dirty_; }
+
+  // Unique for the life of the process (a worker's address may be reused
+  // by the next thread's): CUDA graphs are keyed by it.
+  uint64_t id() const { return id_; }
+  // Every buffer a Forward may touch, by address: a graph captured with
+  // these addresses is valid while they are unchanged (buffers only grow).
+  using BufferAddresses = std::array<const void*, 9>;
+  BufferAddresses buffer_addresses() const {
+    return {host_x.get(),    host_y.get(),          x.get(),
+            y.get(),         gathered.get(),        dense_scratch.get(),
+            split_ws_.get(), split_counters_.get(), cublas_ws_.get()};
+  }
 
   PinnedBuffer host_x, host_y;
   DeviceBuffer x, y, gathered;
+  // A weight dequantized for one call (cuda_dequant_cublas without a dense
+  // copy of its own).
+  DeviceBuffer dense_scratch;
 
  private:
   friend absl::StatusOr<Worker*> ThisThreadWorker(int device);
   int device_ = 0;
+  uint64_t id_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer split_ws_, split_counters_, cublas_ws_;

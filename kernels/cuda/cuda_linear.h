@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "cuda/cuda_common.h"
+#include "cuda/forward_graphs.h"
 #include "qlayer/kernels/linear_kernel.h"
 #include "qlayer/kernels/registry.h"
 
@@ -24,14 +25,22 @@ class CudaLinearKernel : public LinearKernel {
                                      cudaStream_t stream) const = 0;
   absl::Status Forward(const ConstTensorView& x, const TensorView& y,
                        ExecContext& ctx) const override;
+  // ForwardDevice alone, timed with events on the calling thread's stream,
+  // each of five calls after a write of twice the L2 (weights cold).
+  absl::StatusOr<double> MeasureForwardUs(int64_t M, DType act) const override;
 
   int64_t K() const { return K_; }
   int64_t N() const { return N_; }
   int device() const { return device_; }
+  // What Forward's graph cache did so far (tests check that graphs ran).
+  ForwardGraphCache::Stats graph_stats() const { return graphs_.stats(); }
 
  protected:
   int64_t K_ = 0, N_ = 0;
   int device_ = 0;
+
+ private:
+  mutable ForwardGraphCache graphs_;
 };
 
 // Checks shared by every CUDA kernel's CanImplement after the platform:

@@ -4,7 +4,16 @@
 // other dtype's copy is made on first use. Forward is one cuBLAS GEMM (fp32
 // accumulation) plus a bias epilogue: at large M the GEMM is compute-bound,
 // so reading 16-bit weights costs nothing next to cuBLAS's tensor-core rate.
-// The price is memory: 16 bits per weight beside the packed copy.
+// The price is memory: 16 bits per weight beside the packed copy, 4x the
+// int4 bytes, so a model whose int4 weights take more than a fifth of the GPU
+// could not load with a copy for every layer. So the copy is a policy
+// (QLAYER_CUDA_DENSE_COPY): "always"; "never" (each call dequantizes into the
+// calling worker's scratch, then the GEMM: K x N x 2 bytes more written and
+// read per call, ~+0.25 ms on 8192x28672, which matters less the larger M);
+// "auto" (default), a copy while at least half of the GPU's memory stays
+// free after it, else per call.
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -62,6 +71,8 @@ class CudaDequantCublasLinear final : public CudaLinearKernel {
     args_.N = static_cast<int>(w.N);
     args_.bits = WeightBits(w.wtype);
     args_.group_size = static_cast<int>(w.group_size);
+    QLAYER_ASSIGN_OR_RETURN(keep_dense_, KeepDenseCopy(static_cast<size_t>(N_) * K_ * 2));
+    if (!keep_dense_) return absl::OkStatus();
     absl::MutexLock lock(&mu_);
     return DenseLocked(w.scales.dtype() == DType::kBF16, nullptr).status();
   }
@@ -74,9 +85,15 @@ class CudaDequantCublasLinear final : public CudaLinearKernel {
     }
     const bool bf16 = dtype == DType::kBF16;
     const void* dense = nullptr;
-    {
+    if (keep_dense_) {
       absl::MutexLock lock(&mu_);
       QLAYER_ASSIGN_OR_RETURN(dense, DenseLocked(bf16, stream));
+    } else {
+      QLAYER_RETURN_IF_ERROR(worker.dense_scratch.Grow(static_cast<size_t>(N_) * K_ * 2));
+      QLAYER_CUDA_RETURN_IF_ERROR(
+          LaunchDequantToDense(args_, bf16, worker.dense_scratch.get(), stream),
+          "dequantizing the weight into the worker's scratch");
+      dense = worker.dense_scratch.get();
     }
     QLAYER_ASSIGN_OR_RETURN(cublasHandle_t handle, worker.Cublas(stream));
     QLAYER_ASSIGN_OR_RETURN(const CublasApi* api, LoadCublas());
@@ -120,7 +137,23 @@ class CudaDequantCublasLinear final : public CudaLinearKernel {
     return static_cast<const void*>(d.get());
   }
 
+  // QLAYER_CUDA_DENSE_COPY (see the top of the file) for a copy of `bytes`.
+  static absl::StatusOr<bool> KeepDenseCopy(size_t bytes) {
+    const char* e = std::getenv("QLAYER_CUDA_DENSE_COPY");
+    const std::string policy = e != nullptr && *e != '\0' ? e : "auto";
+    if (policy == "always") return true;
+    if (policy == "never") return false;
+    if (policy != "auto") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("QLAYER_CUDA_DENSE_COPY=", policy, ": expected auto, always or never"));
+    }
+    size_t free_bytes = 0, total = 0;
+    QLAYER_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+    return free_bytes >= bytes && free_bytes - bytes >= total / 2;
+  }
+
   DeviceBuffer qweight_, scales_, zeros_, g_idx_, bias_;
+  bool keep_dense_ = true;
   DequantArgs args_;
   mutable absl::Mutex mu_;
   mutable DeviceBuffer dense_[2] ABSL_GUARDED_BY(mu_);

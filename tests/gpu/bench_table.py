@@ -2,9 +2,11 @@
 """Joins the C++ benchmark CSV and the PyTorch peers CSV into the markdown
 table of BENCHMARKS.md ("CUDA linear kernels").
 
-ours = the kernel the registry selects at that M (cuda_gemv_w4a16 up to its
-max_m when selected, then cuda_mma_w4a16 up to its max_m, read from the benchmark's
-"# gemv_max_m" / "# mma_max_m" lines; cuda_dequant_cublas above). floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
+ours = the kernel a server selects at that M: cuda_mma_w4a16 up to the
+crossover measured for the shape in the same run (the benchmark's
+"crossover_max_m" rows, what the server measures at load), else up to the
+factory's max_m ("# mma_max_m"); cuda_dequant_cublas above. (cuda_gemv_w4a16
+first when the registry selects it, "# gemv_max_m".) floor = max(int4 bytes / copy bandwidth, 2MKN / cuBLAS fp16 dense
 rate), both measured in the same run; int4 bytes = K*N/2 plus the f16
 group-128 scales.
 Usage: bench_table.py bench_cuda.csv [bench_torch.csv]
@@ -59,9 +61,10 @@ def main():
             mma = t.get((k, n, m, "mma"))
             dq = t.get((k, n, m, "dequant_cublas"))
             gemv = t.get((k, n, m, "gemv"))
+            shape_max_m = int(t.get((k, n, 0, "crossover_max_m"), max_m))
             if m <= gemv_max_m and gemv is not None:
                 ours, name = gemv, "gemv"
-            elif m <= max_m:
+            elif m <= shape_max_m:
                 ours, name = mma, "mma"
             else:
                 ours, name = dq, "dequant_cublas"
@@ -77,6 +80,29 @@ def main():
             print(f"| {k}x{n} | {m} | {ours:.1f} | {name} | {floor:.1f} | "
                   f"{floor / ours:.0%} | {cub / ours:.2f}x | "
                   f"{(f'{i4 / ours:.2f}x' if i4 else 'n/a')} | {alt} |")
+    cross = [(k, n, int(t[(k, n, 0, "crossover_max_m")]), t.get((k, n, 0, "crossover_time"), 0))
+             for (k, n) in shapes if (k, n, 0, "crossover_max_m") in t]
+    if cross:
+        print("\nCrossover measured at load (cuda_mma_w4a16 against cuda_dequant_cublas, "
+              "M in 1, 4, 8, 16, 24, 32, 48, 64, weights cold; what the server does per shape):\n")
+        print("| K x N | mma serves M <= | time to measure (ms) |")
+        print("|---|---:|---:|")
+        for k, n, mm, ms_ in cross:
+            print(f"| {k}x{n} | {mm} | {ms_ / 1000:.1f} |")
+    host = [(k, n, m) for (k, n, m, p) in t if p == "host_forward_direct"]
+    if host:
+        print("\nHost-tensor Forward of cuda_mma_w4a16 (what a server call pays: staging copies, "
+              "launches, the one synchronisation; wall time per call, median of 200), without and "
+              "with its CUDA graphs, beside the kernel alone:\n")
+        print("| K x N | M | kernel alone (µs) | Forward, direct (µs) | Forward, graph (µs) | "
+              "saved by the graph |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for k, n, m in sorted(host):
+            d = t[(k, n, m, "host_forward_direct")]
+            g = t.get((k, n, m, "host_forward_graph"))
+            kern = t.get((k, n, m, "mma"))
+            print(f"| {k}x{n} | {m} | {kern:.1f} | {d:.1f} | "
+                  + (f"{g:.1f} | {d - g:.1f} µs |" if g is not None else "– | – |"))
     prep = [(k, n, t.get((k, n, 0, "prepare_gemv"), 0), t[(k, n, 0, "prepare_mma")],
              t.get((k, n, 0, "prepare_dequant_cublas")))
             for (k, n) in shapes if (k, n, 0, "prepare_mma") in t]

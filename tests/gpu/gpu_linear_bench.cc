@@ -3,7 +3,9 @@
 //   - copy bandwidth (device-to-device copy of 1 GiB, bytes read + written);
 //   - cuBLAS fp16 dense rate (8192^3 GEMM, fp32 accumulation);
 //   - per shape (K x N, uint4b8, group 128, f16 scales and activations) and M:
-//     cuda_mma_w4a16, cuda_dequant_cublas and cuBLAS fp16 on a dense weight.
+//     cuda_mma_w4a16, cuda_dequant_cublas and cuBLAS fp16 on a dense weight;
+//   - at M = 1 and 16, the whole host-tensor Forward of cuda_mma_w4a16 (wall
+//     time per call, median of 200), with and without its CUDA graphs.
 // Every timing is a CUDA graph of back-to-back calls (host launch cost out,
 // inter-kernel gaps in) whose calls rotate over enough weight copies to
 // exceed the L2 twice, so weights come from HBM. Median of 5 replays.
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "cuda/cuda_linear.h"
+#include "cuda/forward_graphs.h"
+#include "qlayer/kernels/crossover.h"
 #include "qlayer/kernels/registry.h"
 #include "tests/gpu/gpu_bench_fill.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -259,6 +263,24 @@ int Main(int argc, char** argv) {
     std::fprintf(out, "%lld,%lld,0,prepare_dequant_cublas,%.1f,1\n", static_cast<long long>(K),
                  static_cast<long long>(N), dq_prep_ms * 1000);
 
+    if (!mma_only) {
+      // The hand-over a server would measure at load for this shape.
+      LinearSpec spec = LinearSpec::Of(w, DType::kF16);
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<Crossover> c =
+          MeasureCrossover(CrossoverKey(spec, gpu, "cuda_mma_w4a16", "cuda_dequant_cublas"),
+                           *mma[0], *dq[0], DType::kF16, 1, CrossoverCandidates().back());
+      const auto t1 = std::chrono::steady_clock::now();
+      CHECK_OK(c.status());
+      std::fprintf(out, "%lld,%lld,0,crossover_max_m,%lld,1\n", static_cast<long long>(K),
+                   static_cast<long long>(N), static_cast<long long>(c->max_m));
+      std::fprintf(out, "%lld,%lld,0,crossover_time,%.1f,1\n", static_cast<long long>(K),
+                   static_cast<long long>(N),
+                   std::chrono::duration<double, std::micro>(t1 - t0).count());
+      std::printf("K=%lld N=%lld measured crossover: mma serves M <= %lld (%s)\n",
+                  static_cast<long long>(K), static_cast<long long>(N),
+                  static_cast<long long>(c->max_m), c->detail.c_str());
+    }
     std::vector<cuda::DeviceBuffer> dense(static_cast<size_t>(dense_copies));
     for (int i = 0; i < (mma_only ? 0 : dense_copies); ++i) {
       CHECK_OK(dense[static_cast<size_t>(i)].Grow(static_cast<size_t>(K * N * 2)));
@@ -308,6 +330,30 @@ int Main(int argc, char** argv) {
         dense_gemm(dense[static_cast<size_t>(i % dense_copies)].get(), x.get(), y.get(), M, N, K);
       });
       row("cublas_fp16", us, dense_copies);
+      if (M == 1 || M == 16) {
+        // What a server call pays: Forward on host tensors (staging copies,
+        // launches, the one synchronisation), wall time per call, with the
+        // per-call CUDA graphs and without, over the same cold copies.
+        const Tensor hx = gputest::RandomActivations(M, K, DType::kF16, 11);
+        Tensor hy = Tensor::Zeros(DType::kF16, {M, N});
+        for (bool graphs : {false, true}) {
+          cuda::SetForwardGraphsEnabled(graphs);
+          std::vector<double> t;
+          for (int i = 0; i < 2 * copies + 2 + 200; ++i) {
+            ExecContext ctx;
+            const auto t0 = std::chrono::steady_clock::now();
+            CHECK_OK(
+                mma[static_cast<size_t>(i % copies)]->Forward(hx.view(), hy.mutable_view(), ctx));
+            const auto t1 = std::chrono::steady_clock::now();
+            if (i >= 2 * copies + 2) {
+              t.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+            }
+          }
+          std::sort(t.begin(), t.end());
+          row(graphs ? "host_forward_graph" : "host_forward_direct", t[t.size() / 2], copies);
+        }
+        cuda::SetForwardGraphsEnabled(true);
+      }
     }
   }
   std::fclose(out);

@@ -20,7 +20,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cuda/cuda_linear.h"
+#include "cuda/forward_graphs.h"
 #include "gtest/gtest.h"
+#include "qlayer/kernels/crossover.h"
 #include "qlayer/kernels/registry.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -266,6 +269,127 @@ TEST(CudaLinearForward, ConcurrentCallersGetTheirOwnAnswers) {
     for (auto& th : threads) th.join();
     for (int t = 0; t < kThreads; ++t)
       EXPECT_LE(errs[static_cast<size_t>(t)], 2e-3) << "thread " << t;  // f16
+  }
+}
+
+// Forward replays CUDA graphs at decode sizes (forward_graphs.h). One thread
+// alternates between two layers on its one worker: the second is act-order,
+// so its growing M also regrows the worker's gather buffer under the first
+// layer's graphs, and M changes regrow the staging buffers. Every answer is
+// checked, with graphs on (and replays must have happened) and off.
+TEST(CudaLinearForward, GraphReplaysMatchTheReferenceWhileBuffersGrow) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  RandomWeightOptions oa;
+  oa.K = 2048;
+  oa.N = 1024;
+  oa.wtype = WeightType::kUint4;
+  oa.seed = Seed() + 91;
+  RandomWeightOptions ob;
+  ob.K = 1024;
+  ob.N = 520;
+  ob.wtype = WeightType::kUint4b8;
+  ob.act_order = true;
+  ob.bias = true;
+  ob.seed = Seed() + 92;
+  const QuantizedLinear wa = MakeRandomWeight(oa), wb = MakeRandomWeight(ob);
+  const std::vector<double> wa_kn = gputest::DequantizeToDouble(wa);
+  const std::vector<double> wb_kn = gputest::DequantizeToDouble(wb);
+  const int64_t kMa[] = {1, 1, 1, 3, 3, 1, 17, 17, 3, 64, 64, 1, 1, 3, 17};
+  const int64_t kMb[] = {1, 1, 2, 2, 5, 5, 9, 9, 33, 33, 64, 64, 1, 1, 2};
+  for (bool graphs : {true, false}) {
+    cuda::SetForwardGraphsEnabled(graphs);
+    for (const char* name : {"cuda_mma_w4a16", "cuda_gemv_w4a16", "cuda_dequant_cublas"}) {
+      SCOPED_TRACE(absl::StrCat(name, graphs ? " graphs on" : " graphs off"));
+      auto ka = FindLinearKernel(name)->create();
+      auto kb = FindLinearKernel(name)->create();
+      ASSERT_TRUE(ka->Prepare(wa, kGpu).ok());
+      ASSERT_TRUE(kb->Prepare(wb, kGpu).ok());
+      for (size_t i = 0; i < std::size(kMa); ++i) {
+        for (int which = 0; which < 2; ++which) {
+          const QuantizedLinear& w = which == 0 ? wa : wb;
+          const int64_t M = which == 0 ? kMa[i] : kMb[i];
+          const Tensor x =
+              gputest::RandomActivations(M, w.K, DType::kF16, Seed() + 1000 * i + which);
+          const std::vector<double> ref =
+              gputest::ReferenceForward(x, which == 0 ? wa_kn : wb_kn, w);
+          Tensor y = Tensor::Zeros(DType::kF16, {M, w.N});
+          std::memset(y.data(), 0xFF, y.nbytes());
+          ExecContext ctx;
+          const absl::Status st = (which == 0 ? ka : kb)->Forward(x.view(), y.mutable_view(), ctx);
+          ASSERT_TRUE(st.ok()) << st;
+          EXPECT_LE(gputest::RelativeError(y, ref), 2e-3)
+              << "call " << i << " layer " << which << " M=" << M;
+        }
+      }
+      for (const auto* k : {ka.get(), kb.get()}) {
+        const cuda::ForwardGraphCache::Stats st =
+            static_cast<const cuda::CudaLinearKernel*>(k)->graph_stats();
+        std::printf("%s graphs %s: %lld replays, %lld captures, %lld direct, %lld failed\n", name,
+                    graphs ? "on" : "off", static_cast<long long>(st.replays),
+                    static_cast<long long>(st.captures), static_cast<long long>(st.direct),
+                    static_cast<long long>(st.failed_captures));
+        EXPECT_EQ(st.failed_captures, 0);
+        if (graphs) {
+          EXPECT_GT(st.captures, 0);
+          EXPECT_GT(st.replays, 0);
+        } else {
+          EXPECT_EQ(st.captures + st.replays, 0);
+        }
+      }
+    }
+  }
+  cuda::SetForwardGraphsEnabled(true);
+}
+
+// The crossover a server measures at load (crossover.h) on the real
+// kernels: timings are positive, the hand-over is a candidate, the decode
+// kernel wins at M = 1 (it reads a quarter of the bytes), and the timing
+// runs leave both kernels computing the reference (scratch clean).
+TEST(CudaLinearCrossover, MeasuredOnTheDeviceAndKernelsStillCorrect) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable CUDA device";
+  RandomWeightOptions o;
+  o.K = 4096;
+  o.N = 4096;
+  o.seed = Seed() + 93;
+  const QuantizedLinear w = MakeRandomWeight(o);
+  auto mma = FindLinearKernel("cuda_mma_w4a16")->create();
+  auto dq = FindLinearKernel("cuda_dequant_cublas")->create();
+  ASSERT_TRUE(mma->Prepare(w, kGpu).ok());
+  ASSERT_TRUE(dq->Prepare(w, kGpu).ok());
+  for (DType act : {DType::kF16, DType::kBF16}) {
+    for (const LinearKernel* k : {mma.get(), dq.get()}) {
+      absl::StatusOr<double> us = k->MeasureForwardUs(3, act);
+      ASSERT_TRUE(us.ok()) << us.status();
+      EXPECT_GT(*us, 0.5);
+      EXPECT_LT(*us, 10000.0);
+    }
+  }
+  ClearCrossoverCache();
+  LinearSpec spec = LinearSpec::Of(w, DType::kF16);
+  absl::StatusOr<Crossover> c =
+      MeasureCrossover(CrossoverKey(spec, kGpu, "cuda_mma_w4a16", "cuda_dequant_cublas"), *mma, *dq,
+                       DType::kF16, 1, 64);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::printf("4096x4096 crossover: mma serves M <= %lld (%s)\n", static_cast<long long>(c->max_m),
+              c->detail.c_str());
+  const std::vector<int64_t>& cand = CrossoverCandidates();
+  EXPECT_NE(std::find(cand.begin(), cand.end(), c->max_m), cand.end());
+  // At M = 1 the decode kernel reads 4-bit weights, cuBLAS 16-bit ones.
+  absl::StatusOr<double> t_mma = mma->MeasureForwardUs(1, DType::kF16);
+  absl::StatusOr<double> t_dq = dq->MeasureForwardUs(1, DType::kF16);
+  ASSERT_TRUE(t_mma.ok() && t_dq.ok());
+  EXPECT_LT(*t_mma, *t_dq) << c->detail;
+  const std::vector<double> w_kn = gputest::DequantizeToDouble(w);
+  for (const LinearKernel* k : {mma.get(), dq.get()}) {
+    for (int64_t M : {1, 5, 40}) {
+      const Tensor x = gputest::RandomActivations(M, o.K, DType::kF16, Seed() + M);
+      Tensor y = Tensor::Zeros(DType::kF16, {M, o.N});
+      std::memset(y.data(), 0xFF, y.nbytes());
+      ExecContext ctx;
+      ASSERT_TRUE(k->Forward(x.view(), y.mutable_view(), ctx).ok());
+      EXPECT_LE(gputest::RelativeError(y, gputest::ReferenceForward(x, w_kn, w)), 2e-3)
+          << k->name() << " M=" << M;
+    }
   }
 }
 

@@ -77,8 +77,11 @@ say "tests exit $tests_rc in $((SECONDS - start)) s"
 # capped at 3 blocks (the tests' layers are small, so by default most blocks
 # take one unit; capped, every block walks many units, crossing unit
 # boundaries inside its pipeline), and the one-shot split-K.
+# Also cuda_dequant_cublas without dense copies (each call dequantizes into
+# the worker's scratch: what large models get) and Forward without graphs.
 for sched in QLAYER_CUDA_DECODE_MAX_GRID=3 QLAYER_CUDA_DECODE_MODE=oneshot \
-             QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=4,QLAYER_CUDA_DECODE_MAX_GRID=5; do
+             QLAYER_CUDA_DECODE_UNITS_PER_BLOCK=4,QLAYER_CUDA_DECODE_MAX_GRID=5 \
+             QLAYER_CUDA_DENSE_COPY=never,QLAYER_CUDA_GRAPHS=0; do
   start=$SECONDS
   env ${sched//,/ } timeout 240 "$BIN/qlayer_gpu_tests" --gtest_brief=1 \
     --gtest_filter='*MatchesFloat64*:*Concurrent*' >"$OUT/tests_${sched//[=,]/_}.log" 2>&1
@@ -87,13 +90,27 @@ for sched in QLAYER_CUDA_DECODE_MAX_GRID=3 QLAYER_CUDA_DECODE_MODE=oneshot \
   grep -E "FAILED|Failure|Expected|Which is|tests ran|PASSED" "$OUT/tests_${sched//[=,]/_}.log" | head -20
   say "tests with $sched: exit $rc in $((SECONDS - start)) s"
 done
+# The sm_80 code path: the tests built for compute_80 as PTX only (no
+# sm_90a SASS), so the driver JIT-compiles the Ampere code for this GPU.
+# Correctness only: its timings would not be an A100's.
+if [[ -x "$BIN/qlayer_gpu_tests_sm80ptx" ]]; then
+  start=$SECONDS
+  timeout 300 "$BIN/qlayer_gpu_tests_sm80ptx" --gtest_brief=1 >"$OUT/tests_sm80ptx.log" 2>&1
+  rc=$?
+  [[ $rc -ne 0 ]] && tests_rc=$rc
+  # What the binary embeds (expected: compute_80 PTX, no ELF for this GPU).
+  cuobjdump --list-ptx --list-elf "$BIN/qlayer_gpu_tests_sm80ptx" 2>&1 | \
+    grep -oE "(ELF|PTX) file.*" | sed -E 's/.*\.(sm_[0-9a]+|compute_[0-9a]+)\..*/\1/' | sort | uniq -c
+  grep -E "FAILED|Failure|Expected|Which is|tests ran|PASSED" "$OUT/tests_sm80ptx.log" | head -20
+  say "tests as sm_80 PTX (JIT for this GPU): exit $rc in $((SECONDS - start)) s"
+fi
 fi
 
 if [[ "${QLAYER_GPU_SANITIZE:-0}" == 1 ]]; then
   say "compute-sanitizer memcheck"
   start=$SECONDS
   timeout 180 compute-sanitizer --tool memcheck --leak-check no \
-    "$BIN/qlayer_gpu_tests" --gtest_filter='*uint4_f16*:*uint8b128_bf16*:*Concurrent*' \
+    "$BIN/qlayer_gpu_tests" --gtest_filter='*uint4_f16*:*uint8b128_bf16*:*Concurrent*:*GraphReplays*' \
     >"$OUT/sanitize.log" 2>&1
   echo "sanitizer exit $? in $((SECONDS - start)) s"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize.log" | head
 fi

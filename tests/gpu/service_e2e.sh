@@ -3,7 +3,8 @@
 # with --device auto must choose the GPU, list the CUDA kernels per layer, and
 # answer Forward over the real wire within tolerance of the float64 reference
 # that `qlayer-cli verify` computes from the same checkpoint, for every weight
-# type, f16 and bf16, at M = 1, 2, 16 (mma) and 64 (dequant + cuBLAS: mma takes M <= 32).
+# type, f16 and bf16, at M = 1, 2, 16 and 64 (which kernel serves 16 and 64
+# depends on the crossover measured at load, which DescribeLayer must report).
 # Usage: tests/gpu/service_e2e.sh BIN_DIR WORK_DIR   (BIN_DIR holds qlayer-server,
 # qlayer-cli, qlayer-quantize). Exit 0 only when every check passed.
 set -uo pipefail
@@ -56,6 +57,12 @@ for c in "${cases[@]}"; do
     grep -q 'cuda_mma_w' "$WORK/$name.describe.json" &&
       grep -q 'cuda_dequant_cublas' "$WORK/$name.describe.json"
     check "$name $layer: kernels mma / dequant+cuBLAS chosen" $?
+    # The hand-over row count was timed on this GPU at load.
+    grep -q '"max_rows_source": *"measured"' "$WORK/$name.describe.json" &&
+      grep -q '"crossover_timings": *"M=1 ' "$WORK/$name.describe.json"
+    check "$name $layer: crossover measured at load" $?
+    grep -oE '"max_rows": *"?[0-9]+"?|"crossover_timings": *"[^"]*"' "$WORK/$name.describe.json" |
+      head -2 | sed 's/^/        /'
     for dt in f16 bf16; do
       tol=2e-3
       [[ $dt == bf16 ]] && tol=6e-3

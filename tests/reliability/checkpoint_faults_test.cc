@@ -25,6 +25,7 @@
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
 #include "server/checkpoint/safetensors.h"
+#include "tests/common/sanitizers.h"
 #include "tests/reliability/reliability_util.h"
 
 namespace qlayer::reliability {
@@ -45,11 +46,11 @@ std::string ReadAll(const std::string& path) {
 
 // The server as a plain program that is expected not to start.
 ProgramResult RunServer(const std::string& model, const std::vector<std::string>& prefix = {},
-                        double timeout_s = 60) {
+                        double timeout_s = 60, const std::vector<std::string>& env = {}) {
   std::vector<std::string> argv = prefix;
   argv.insert(argv.end(), {testing::BuildDir() + "/server/qlayer-server", "--model", model,
                            "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
-  return RunProgram(argv, timeout_s);
+  return RunProgram(argv, timeout_s, env);
 }
 
 void WriteRandomBytes(const std::string& path, size_t n, std::mt19937_64& rng, int flags) {
@@ -234,17 +235,29 @@ TEST(CheckpointFaults, FileTruncatedWhileLoadingFailsCleanly) {
 // (mapped, decoded and prepared: ~3x that). Loading must fail with a message
 // and exit 1, before anything listens -- not die of std::bad_alloc (SIGABRT,
 // as it did before Model::Load caught it) or of a thread it could not start.
+// Under ASan the limit is the same RLIMIT_AS: the baseline then includes the
+// ~20 TiB of shadow and allocator space ASan reserves at start (VmPeak), and
+// the margin is still 16 MiB. ASan's allocator reports a failed allocation as
+// a fatal error ("allocator is out of memory") unless allocator_may_return_null
+// is set; with it, aligned_alloc returns null as glibc's does, and the server
+// takes the same path (Tensor::Zeros throws std::bad_alloc, Model::Load names
+// the layer). A failed operator new would still be fatal under ASan (it never
+// throws); the weights' buffers do not come from it.
 TEST(CheckpointFaults, MoreWeightsThanTheMemoryLimitFailCleanly) {
   // Per-thread malloc arenas (64 MiB of address space each) would make the
   // baseline depend on how many threads allocated; two keep it stable.
   ::setenv("MALLOC_ARENA_MAX", "2", 1);
+  std::vector<std::string> server_env;
+  if (test_common::kAddressSanitizer) {
+    server_env.push_back(test_common::AsanOptionsWith("allocator_may_return_null=1"));
+  }
   testing::TempDir small, big;
   ASSERT_TRUE(testing::RunQuantize({"--format", "gptq", "--bits", "4", "--seed", "11", "--shape",
                                     absl::StrCat(kLayer, "=256x256")},
                                    small.path()));
   int64_t baseline_kib = -1;
   {
-    testing::ServerProcess server(small.path(), {});
+    testing::ServerProcess server(small.path(), {}, server_env);
     ASSERT_TRUE(server.ok());
     auto stub = server.Stub();  // a request, so the serving threads exist
     grpc::ClientContext ctx;
@@ -261,7 +274,7 @@ TEST(CheckpointFaults, MoreWeightsThanTheMemoryLimitFailCleanly) {
   WriteDenseCheckpoint(big.path(), 8192, 8192);
   const int64_t limit = (baseline_kib + 16 * 1024) * 1024;
   const ProgramResult r =
-      RunServer(big.path(), {"/usr/bin/prlimit", absl::StrCat("--as=", limit)}, 120);
+      RunServer(big.path(), {"/usr/bin/prlimit", absl::StrCat("--as=", limit)}, 120, server_env);
   ::unsetenv("MALLOC_ARENA_MAX");
   std::printf(
       "[ ckpt ] 128 MiB dense layer under RLIMIT_AS %lld MiB (baseline %lld MiB): exit "
@@ -273,6 +286,8 @@ TEST(CheckpointFaults, MoreWeightsThanTheMemoryLimitFailCleanly) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(absl::StrContains(r.output, "qlayer-server: ")) << r.output;
   EXPECT_FALSE(absl::StrContains(r.output, "listening on")) << r.output;
+  // Not ASan's own out-of-memory report (exit code 1 too).
+  EXPECT_FALSE(absl::StrContains(r.output, "ERROR: AddressSanitizer")) << r.output;
 }
 
 }  // namespace

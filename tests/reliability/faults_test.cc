@@ -26,6 +26,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
+#include "tests/common/sanitizers.h"
 #include "tests/reliability/reliability_util.h"
 
 namespace qlayer::reliability {
@@ -261,7 +262,10 @@ TEST_F(Faults, DeadlinesExpiringInTheQueueAreNeverComputed) {
 // kernel) rather than large: each stream's 24 one-row requests (48 KiB) fit
 // in HTTP/2's initial 64 KiB stream window, so they have all reached the
 // server when the signal comes. Clients still writing through the drain:
-// the next test.
+// the next test. Under ASan the same kernel is several times slower (118 of
+// 192 such requests computed in the 20 s grace in the 2026-12-04 run,
+// RELIABILITY.md), so each stream sends 6: 48 in flight, all of them still
+// computed within the grace, most after the signal.
 TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
   constexpr double kGrace = 20;
   ServerProcess server(dir_->path(), {"--workers", "1", "--max-batch-rows", "1", "--kernel",
@@ -281,7 +285,7 @@ TEST_F(Faults, SigtermUnderLoadDrainsEverythingInFlightAndExitsWithinGrace) {
     (void)watch->Finish();
   });
 
-  constexpr int kStreams = 8, kPerStream = 24;
+  constexpr int kStreams = 8, kPerStream = test_common::kAddressSanitizer ? 6 : 24;
   std::vector<Tensor> inputs;
   for (int i = 0; i < kPerStream; ++i) inputs.push_back(RandomInput(DType::kF16, 1, kK, rng_));
   std::atomic<int> first_answers{0};

@@ -19,8 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-
-extern char** environ;
+#include "tests/common/sanitizers.h"
 
 namespace qlayer::reliability {
 namespace {
@@ -200,6 +199,13 @@ int64_t RssKiB(pid_t pid) {
   return -1;
 }
 
+std::vector<std::string> FlatRssServerEnv() {
+  if (!test_common::kAddressSanitizer) return {};
+  return {
+      test_common::AsanOptionsWith("quarantine_size_mb=8:thread_local_quarantine_size_kb=64:"
+                                   "allocator_release_to_os_interval_ms=-1")};
+}
+
 double Quantile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -207,7 +213,8 @@ double Quantile(std::vector<double> values, double p) {
   return values[std::min(values.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
-ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s) {
+ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s,
+                         const std::vector<std::string>& extra_env) {
   ProgramResult result;
   char templ[] = "/tmp/qlayer-rel-out-XXXXXX";
   const int out_fd = ::mkstemp(templ);
@@ -218,6 +225,10 @@ ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s)
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<std::string> env_store = testing::EnvironmentWith(extra_env);
+  std::vector<char*> env;
+  for (std::string& e : env_store) env.push_back(e.data());
+  env.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -226,7 +237,7 @@ ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s)
     if (::getppid() != parent) ::_exit(127);
     ::dup2(out_fd, STDOUT_FILENO);
     ::dup2(out_fd, STDERR_FILENO);
-    ::execve(args[0], args.data(), environ);
+    ::execve(args[0], args.data(), env.data());
     ::_exit(127);
   }
   ::close(out_fd);

@@ -83,6 +83,18 @@ ConstTensorView MoEOutputView(const v1::MoEForwardResponse& r);
 // output is rounded to the request's dtype (bf16: 8 bits of mantissa).
 double Tolerance(DType dtype);
 
+// The environment entries of a qlayer-server whose RSS a test bounds: none
+// in a plain build. Under ASan every freed block waits in a quarantine (256
+// MiB by default, plus 1 MiB per thread) before it is reused, so a server's
+// RSS climbs by up to that much under any churn of allocations and is flat
+// only once it is full. Such a server gets an 8 MiB quarantine and 64 KiB per
+// thread instead (still a use-after-free window of hundreds of requests'
+// buffers), and its allocator keeps the pages it has (no release to the OS
+// every 5 s, which made RSS drop and climb back by up to 20 MiB between two
+// samples), so that the bounds of a plain build hold (RELIABILITY.md,
+// Sanitizers).
+std::vector<std::string> FlatRssServerEnv();
+
 // VmRSS of `pid` in KiB (/proc/PID/status); -1 when it cannot be read.
 int64_t RssKiB(pid_t pid);
 
@@ -95,8 +107,10 @@ struct ProgramResult {
   bool timed_out = false;
   std::string output;  // stdout and stderr
 };
-// Runs argv to completion, SIGKILLed after `timeout_s`.
-ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s);
+// Runs argv to completion, SIGKILLed after `timeout_s`. `extra_env` entries
+// ("NAME=value") replace NAME in the environment it inherits (or are added).
+ProgramResult RunProgram(const std::vector<std::string>& argv, double timeout_s,
+                         const std::vector<std::string>& extra_env = {});
 
 }  // namespace qlayer::reliability
 

@@ -4,6 +4,8 @@
 // time. Every answer is checked against its float64 reference; answers
 // missing, wrong or failed are counted; the server's RSS is sampled once a
 // second and must stay flat after the warm-up; latency p50/p99 are reported.
+// Under ASan the server runs with a small quarantine (FlatRssServerEnv), so
+// the same RSS bound applies.
 //
 // Runs only when QLAYER_SOAK_SECONDS is set (scripts/soak sets it; ctest's
 // qlayer_reliability_soak_short runs 8 streams x 20 s):
@@ -182,7 +184,10 @@ TEST(Soak, ManyStreamsOnMixedLayersEveryAnswerCheckedRssFlat) {
       server_args.emplace_back(a);
     }
   }
-  testing::ServerProcess server(dir.path(), server_args);
+  // Under ASan, a small quarantine (FlatRssServerEnv) so that the same RSS
+  // bound holds.
+  const std::vector<std::string> server_env = FlatRssServerEnv();
+  testing::ServerProcess server(dir.path(), server_args, server_env);
   ASSERT_TRUE(server.ok());
 
   std::atomic<bool> stop{false};
@@ -258,6 +263,7 @@ TEST(Soak, ManyStreamsOnMixedLayersEveryAnswerCheckedRssFlat) {
     nlohmann::json report = {
         {"seed", seed},
         {"server_args", server_args},
+        {"server_env", server_env},
         {"streams", streams},
         {"seconds", elapsed},
         {"sent", all.sent},

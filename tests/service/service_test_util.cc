@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -80,18 +81,32 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra_env) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view name = entry.substr(0, entry.find('=') + 1);  // "NAME="
+    if (std::none_of(extra_env.begin(), extra_env.end(),
+                     [&](const std::string& x) { return absl::StartsWith(x, name); })) {
+      env.emplace_back(entry);
+    }
+  }
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+  return env;
+}
+
 namespace {
 
 // fork + exec, with only async-signal-safe calls in the child (this
 // process already runs gRPC threads). The child gets SIGKILL when this test
 // process dies, so a crashed or killed test never leaves a server behind.
-pid_t Spawn(const std::vector<std::string>& argv, int stdout_fd) {
+pid_t Spawn(const std::vector<std::string>& argv, int stdout_fd,
+            const std::vector<std::string>& extra_env = {}) {
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   // Quieter children unless the caller asked for a log level.
-  std::vector<std::string> env_store;
-  for (char** e = environ; *e != nullptr; ++e) env_store.emplace_back(*e);
+  std::vector<std::string> env_store = EnvironmentWith(extra_env);
   if (std::getenv("QLAYER_LOG_LEVEL") == nullptr) env_store.push_back("QLAYER_LOG_LEVEL=warning");
   std::vector<char*> env;
   for (std::string& e : env_store) env.push_back(e.data());
@@ -150,7 +165,8 @@ bool RunQuantize(const std::vector<std::string>& args, const std::string& out_di
 }
 
 ServerProcess::ServerProcess(const std::string& model_dir,
-                             const std::vector<std::string>& extra_args) {
+                             const std::vector<std::string>& extra_args,
+                             const std::vector<std::string>& extra_env) {
   const std::string bin = BuildDir() + "/server/qlayer-server";
   if (!std::filesystem::exists(bin)) {
     ADD_FAILURE() << bin << " does not exist (build the qlayer-server target)";
@@ -164,7 +180,7 @@ ServerProcess::ServerProcess(const std::string& model_dir,
     ADD_FAILURE() << "pipe failed";
     return;
   }
-  pid_ = Spawn(argv, fds[1]);
+  pid_ = Spawn(argv, fds[1], extra_env);
   ::close(fds[1]);
   if (pid_ < 0) {
     ::close(fds[0]);

@@ -39,15 +39,22 @@ class TempDir {
   std::string path_;
 };
 
+// This process's environment ("NAME=value" entries), where each entry of
+// `extra_env` replaces the one of the same NAME (or is added): a child's.
+std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra_env);
+
 // Runs <build>/server/qlayer-quantize with `args` plus --out DIR; fails the
 // test (and returns false) when it exits non-zero.
 bool RunQuantize(const std::vector<std::string>& args, const std::string& out_dir);
 
 // A qlayer-server child process on 127.0.0.1 port 0 (gRPC and metrics),
 // started with `extra_args`; ports parsed from its "listening on" line.
+// `extra_env` entries ("NAME=value") replace NAME in the environment the
+// child inherits (or are added).
 class ServerProcess {
  public:
-  ServerProcess(const std::string& model_dir, const std::vector<std::string>& extra_args);
+  ServerProcess(const std::string& model_dir, const std::vector<std::string>& extra_args,
+                const std::vector<std::string>& extra_env = {});
   ~ServerProcess();  // SIGKILL if still running
   bool ok() const { return grpc_port_ > 0; }
   std::string address() const;

@@ -119,6 +119,11 @@ class Worker {
   // A weight dequantized for one call (cuda_dequant_cublas without a dense
   // copy of its own).
   DeviceBuffer dense_scratch;
+  // Written between timed calls to evict the weights from L2
+  // (CudaLinearKernel::MeasureForwardUs); kept so that timing a layer at
+  // eight row counts allocates once. Forward never touches it, so it is not
+  // among buffer_addresses().
+  DeviceBuffer l2_flush;
 
  private:
   friend absl::StatusOr<Worker*> ThisThreadWorker(int device);

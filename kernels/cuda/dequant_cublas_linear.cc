@@ -33,6 +33,9 @@ constexpr char kName[] = "cuda_dequant_cublas";
 class CudaDequantCublasLinear final : public CudaLinearKernel {
  public:
   absl::string_view name() const override { return kName; }
+  std::string variant() const override {
+    return keep_dense_ ? "dense copy" : "dequantize per call";
+  }
 
   absl::Status Prepare(const QuantizedLinear& w, const Device& device) override {
     if (WeightBits(w.wtype) == 0) {

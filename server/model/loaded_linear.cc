@@ -1,6 +1,7 @@
 #include "server/model/loaded_linear.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,13 @@ namespace {
 // steers selection.
 DType ExpectedActivation(const LinearSpec& spec) {
   return spec.scale_dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
+}
+
+// A kernel's name and, where it has one, its variant: "cuda_dequant_cublas
+// (dense copy)". Layers whose kernels run differently time differently.
+std::string KernelLabel(const LinearKernel& k) {
+  const std::string v = k.variant();
+  return v.empty() ? std::string(k.name()) : absl::StrCat(k.name(), " (", v, ")");
 }
 
 }  // namespace
@@ -73,9 +81,9 @@ absl::Status LoadedLinear::MeasureCrossovers() {
     if (small.max_m == kUnboundedM) break;
     // Up to the largest candidate, but not past a bounded next kernel.
     const int64_t hi = std::min<int64_t>(CrossoverCandidates().back(), large.max_m);
-    absl::StatusOr<Crossover> c =
-        MeasureCrossover(CrossoverKey(spec_, device_, small.name, large.name), *small.kernel,
-                         *large.kernel, spec_.act, lo + 1, hi);
+    absl::StatusOr<Crossover> c = MeasureCrossover(
+        CrossoverKey(spec_, device_, KernelLabel(*small.kernel), KernelLabel(*large.kernel)),
+        *small.kernel, *large.kernel, spec_.act, lo + 1, hi);
     if (absl::IsUnimplemented(c.status())) {
       lo = small.max_m;
       continue;  // a CPU kernel: its factory's crossover stands

@@ -65,6 +65,11 @@ class LinearKernel {
   // Unimplemented where a kernel offers no such timing (the CPU kernels:
   // their crossovers are measured offline, BENCHMARKS.md).
   virtual absl::StatusOr<double> MeasureForwardUs(int64_t M, DType act) const;
+  // How this instance runs where its name does not say it, decided at
+  // Prepare (cuda_dequant_cublas: "dense copy" or "dequantize per call");
+  // empty for most kernels. Timings differ between variants, so it is part
+  // of the crossover cache key (crossover.h).
+  virtual std::string variant() const { return ""; }
 };
 
 // Shared shape/dtype check for Forward implementations: x [M, K], y [M, N],

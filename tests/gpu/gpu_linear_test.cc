@@ -19,12 +19,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "cuda/cuda_linear.h"
 #include "cuda/forward_graphs.h"
 #include "gtest/gtest.h"
 #include "qlayer/kernels/crossover.h"
 #include "qlayer/kernels/registry.h"
+#include "qlayer/kernels/status_macros.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace qlayer {
@@ -54,6 +56,18 @@ uint64_t Seed() {
     return s;
   }();
   return seed;
+}
+
+// One Forward of `k` on `x` into an output poisoned with NaN (0xFF bytes in
+// f16 and bf16), so rows it leaves unwritten fail: the relative error
+// against `ref`, or why the call failed.
+absl::StatusOr<double> PoisonedForwardError(const LinearKernel& k, const Tensor& x, int64_t N,
+                                            const std::vector<double>& ref) {
+  Tensor y = Tensor::Zeros(x.dtype(), {x.dim(0), N});
+  std::memset(y.data(), 0xFF, y.nbytes());
+  ExecContext ctx;
+  QLAYER_RETURN_IF_ERROR(k.Forward(x.view(), y.mutable_view(), ctx));
+  return gputest::RelativeError(y, ref);
 }
 
 struct Shape {
@@ -132,14 +146,10 @@ TEST_P(CudaLinearTest, MatchesFloat64Reference) {
       for (size_t i = 0; i < xs.size(); ++i) {
         const Tensor& x = xs[i];
         const int64_t M = x.dim(0);
-        Tensor y = Tensor::Zeros(act, {M, s.N});
-        std::memset(y.data(), 0xFF, y.nbytes());  // NaN in f16 and bf16
-        ExecContext ctx;
-        const absl::Status st = k->Forward(x.view(), y.mutable_view(), ctx);
-        ASSERT_TRUE(st.ok()) << st;
-        const double err = gputest::RelativeError(y, refs[i]);
-        EXPECT_LE(err, Bound(name, act)) << "M=" << M;
-        worst[name] = std::max(worst[name], err);
+        const absl::StatusOr<double> err = PoisonedForwardError(*k, x, s.N, refs[i]);
+        ASSERT_TRUE(err.ok()) << err.status();
+        EXPECT_LE(*err, Bound(name, act)) << "M=" << M;
+        worst[name] = std::max(worst[name], *err);
       }
     }
   }
@@ -254,14 +264,12 @@ TEST(CudaLinearForward, ConcurrentCallersGetTheirOwnAnswers) {
         const std::vector<double> ref = gputest::ReferenceForward(x, w_kn, w);
         double worst = 0;
         for (int rep = 0; rep < 20; ++rep) {
-          Tensor y = Tensor::Zeros(DType::kF16, {M, o.N});
-          std::memset(y.data(), 0xFF, y.nbytes());
-          ExecContext ctx;
-          if (!k->Forward(x.view(), y.mutable_view(), ctx).ok()) {
+          const absl::StatusOr<double> err = PoisonedForwardError(*k, x, o.N, ref);
+          if (!err.ok()) {
             worst = 1e9;
             break;
           }
-          worst = std::max(worst, gputest::RelativeError(y, ref));
+          worst = std::max(worst, *err);
         }
         errs[static_cast<size_t>(t)] = worst;
       });
@@ -312,13 +320,10 @@ TEST(CudaLinearForward, GraphReplaysMatchTheReferenceWhileBuffersGrow) {
               gputest::RandomActivations(M, w.K, DType::kF16, Seed() + 1000 * i + which);
           const std::vector<double> ref =
               gputest::ReferenceForward(x, which == 0 ? wa_kn : wb_kn, w);
-          Tensor y = Tensor::Zeros(DType::kF16, {M, w.N});
-          std::memset(y.data(), 0xFF, y.nbytes());
-          ExecContext ctx;
-          const absl::Status st = (which == 0 ? ka : kb)->Forward(x.view(), y.mutable_view(), ctx);
-          ASSERT_TRUE(st.ok()) << st;
-          EXPECT_LE(gputest::RelativeError(y, ref), 2e-3)
-              << "call " << i << " layer " << which << " M=" << M;
+          const absl::StatusOr<double> err =
+              PoisonedForwardError(which == 0 ? *ka : *kb, x, w.N, ref);
+          ASSERT_TRUE(err.ok()) << err.status();
+          EXPECT_LE(*err, 2e-3) << "call " << i << " layer " << which << " M=" << M;
         }
       }
       for (const auto* k : {ka.get(), kb.get()}) {
@@ -383,12 +388,10 @@ TEST(CudaLinearCrossover, MeasuredOnTheDeviceAndKernelsStillCorrect) {
   for (const LinearKernel* k : {mma.get(), dq.get()}) {
     for (int64_t M : {1, 5, 40}) {
       const Tensor x = gputest::RandomActivations(M, o.K, DType::kF16, Seed() + M);
-      Tensor y = Tensor::Zeros(DType::kF16, {M, o.N});
-      std::memset(y.data(), 0xFF, y.nbytes());
-      ExecContext ctx;
-      ASSERT_TRUE(k->Forward(x.view(), y.mutable_view(), ctx).ok());
-      EXPECT_LE(gputest::RelativeError(y, gputest::ReferenceForward(x, w_kn, w)), 2e-3)
-          << k->name() << " M=" << M;
+      const absl::StatusOr<double> err =
+          PoisonedForwardError(*k, x, o.N, gputest::ReferenceForward(x, w_kn, w));
+      ASSERT_TRUE(err.ok()) << err.status();
+      EXPECT_LE(*err, 2e-3) << k->name() << " M=" << M;
     }
   }
 }

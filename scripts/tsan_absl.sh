@@ -25,16 +25,7 @@ dir=${QLAYER_TSAN_ABSL_DIR:-$PWD/build-tsan-absl}
 
 version=$(dpkg-query -W -f='${Version}' libabsl20220623)
 echo "qlayer: building Debian's Abseil $version with -fsanitize=thread into $dir (once)"
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-src_list=/etc/apt/sources.list.d/debian-src.sources
-if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources |
-    "${sudo_cmd[@]}" tee "$src_list" >/dev/null
-  "${sudo_cmd[@]}" apt-get update -qq
-fi
-dpkg -s dpkg-dev >/dev/null 2>&1 ||
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends dpkg-dev
+source scripts/debian_source_setup.sh
 
 rm -rf "$dir/src" "$dir/build" "$dir/prefix"
 mkdir -p "$dir/src"

@@ -25,20 +25,9 @@ dir=${QLAYER_TSAN_GRPC_DIR:-$PWD/build-tsan-grpc}
 
 version=$(dpkg-query -W -f='${source:Version}' libgrpc29)
 echo "qlayer: building Debian's gRPC $version with -fsanitize=thread into $dir (once)"
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-src_list=/etc/apt/sources.list.d/debian-src.sources
-if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources |
-    "${sudo_cmd[@]}" tee "$src_list" >/dev/null
-  "${sudo_cmd[@]}" apt-get update -qq
-fi
 # libprotoc-dev: gRPC's CMake links grpc_plugin_support against libprotoc
 # even when only the runtime libraries are built.
-for pkg in dpkg-dev libprotoc-dev; do
-  dpkg -s "$pkg" >/dev/null 2>&1 ||
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$pkg"
-done
+source scripts/debian_source_setup.sh libprotoc-dev
 
 rm -rf "$dir/src" "$dir/build" "$dir/prefix"
 mkdir -p "$dir/src"
